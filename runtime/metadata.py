@@ -1,0 +1,127 @@
+"""The metadata every exported model carries, and nothing else the runtime needs to know.
+
+Written by ``ser_edge.export`` into ONNX ``metadata_props``, TorchScript extra files, the
+``.npz`` of the numpy backend and a ``.json`` sidecar of ``.tflite`` files (TFLite has no
+free-form metadata the interpreter exposes). The runtime reads it back with
+:meth:`ModelMetadata.from_props` and refuses a model without it.
+
+Keys (all values are strings):
+
+=============================  ===============================================================
+``ser_edge.metadata_schema``   integer, :data:`METADATA_SCHEMA_VERSION`
+``ser_edge.version``           ser-edge version that exported the model
+``ser_edge.feature_config``    :class:`FeatureConfig` as JSON (with normalisation stats)
+``ser_edge.labels``            JSON list of class names, index = logit position
+``ser_edge.model_config``      JSON object (architecture, sizes); informative
+``ser_edge.selftest``          JSON: ``{"sample_rate", "pcm16_b64", "logits", "atol"}`` - a short
+                               waveform and the PyTorch fp32 logits for it (optional)
+``ser_edge.quantization``      ``"none"`` or e.g. ``"dynamic-int8"``
+=============================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from .errors import SerEdgeError
+from .features import FeatureConfig, FeatureConfigError
+
+METADATA_SCHEMA_VERSION = 1
+PREFIX = "ser_edge."
+
+#: Names of the model's graph inputs/outputs, shared by every format.
+INPUT_FEATURES = "features"  # (batch, time, n_mfcc) float32
+INPUT_LENGTHS = "lengths"  # (batch,) int64: valid frames per item
+OUTPUT_LOGITS = "logits"  # (batch, n_classes) float32
+
+
+class MetadataError(SerEdgeError, ValueError):
+    """A model lacks ser-edge metadata or carries metadata this runtime cannot use."""
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    """A parity vector shipped inside the model: a waveform and the logits PyTorch gave for it."""
+
+    sample_rate: int
+    waveform: np.ndarray  # (n_samples,) float32, from int16 PCM
+    logits: np.ndarray  # (n_classes,) float32
+    atol: float = 1e-3
+
+    def to_json(self) -> str:
+        pcm = (np.clip(self.waveform, -1.0, 1.0 - 1 / 32768) * 32768).astype("<i2").tobytes()
+        return json.dumps({
+            "sample_rate": int(self.sample_rate),
+            "pcm16_b64": base64.b64encode(pcm).decode("ascii"),
+            "logits": [float(v) for v in self.logits],
+            "atol": float(self.atol),
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> "SelfTest":
+        d = json.loads(text)
+        pcm = np.frombuffer(base64.b64decode(d["pcm16_b64"]), dtype="<i2")
+        return cls(int(d["sample_rate"]), pcm.astype(np.float32) / 32768.0,
+                   np.asarray(d["logits"], dtype=np.float32), float(d.get("atol", 1e-3)))
+
+    @staticmethod
+    def quantise_waveform(y: np.ndarray) -> np.ndarray:
+        """Round-trip through int16 so the reference logits are computed on exactly what ships."""
+        return (np.clip(y, -1.0, 1.0 - 1 / 32768) * 32768).astype(np.int16).astype(np.float32) / 32768.0
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    feature_config: FeatureConfig
+    labels: List[str]
+    model_config: Dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+    quantization: str = "none"
+    selftest: Optional[SelfTest] = None
+    schema: int = METADATA_SCHEMA_VERSION
+
+    def to_props(self) -> Dict[str, str]:
+        props = {
+            PREFIX + "metadata_schema": str(self.schema),
+            PREFIX + "version": self.version,
+            PREFIX + "feature_config": self.feature_config.to_json(),
+            PREFIX + "labels": json.dumps(list(self.labels)),
+            PREFIX + "model_config": json.dumps(self.model_config, sort_keys=True),
+            PREFIX + "quantization": self.quantization,
+        }
+        if self.selftest is not None:
+            props[PREFIX + "selftest"] = self.selftest.to_json()
+        return props
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> "ModelMetadata":
+        """Parse and validate. Raises :class:`MetadataError` with ``source`` in the message."""
+        if PREFIX + "feature_config" not in props or PREFIX + "labels" not in props:
+            raise MetadataError(
+                f"{source}: no ser-edge metadata (feature config and labels). Export models with "
+                "`ser-edge export`; a bare model would risk features that differ from training.")
+        try:
+            schema = int(props.get(PREFIX + "metadata_schema", "-1"))
+        except ValueError:
+            schema = -1
+        if schema != METADATA_SCHEMA_VERSION:
+            raise MetadataError(f"{source}: metadata schema {schema} is not supported "
+                                f"(this runtime reads {METADATA_SCHEMA_VERSION})")
+        try:
+            fcfg = FeatureConfig.from_json(props[PREFIX + "feature_config"])
+            labels = json.loads(props[PREFIX + "labels"])
+            mcfg = json.loads(props.get(PREFIX + "model_config", "{}"))
+            selftest = SelfTest.from_json(props[PREFIX + "selftest"]) if PREFIX + "selftest" in props else None
+        except (FeatureConfigError, ValueError, KeyError, TypeError) as e:
+            raise MetadataError(f"{source}: corrupt ser-edge metadata: {e}") from None
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise MetadataError(f"{source}: labels must be a non-empty list of strings")
+        if not fcfg.is_normalised:
+            raise MetadataError(f"{source}: feature config has no normalisation statistics")
+        return cls(fcfg, labels, mcfg, props.get(PREFIX + "version", ""),
+                   props.get(PREFIX + "quantization", "none"), selftest, schema)
