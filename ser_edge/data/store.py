@@ -1,0 +1,171 @@
+"""Waveforms and raw MFCCs for utterances: computed once, memoised, optionally cached on disk.
+
+Features are the runtime's own ``mfcc`` (one implementation for training and the device), raw:
+normalisation statistics are fitted later on the training split, so they are deliberately left
+out of the cache key — refitting them must not invalidate hours of feature extraction.
+
+Disk cache: ``<cache_dir>/<sha256>.npy`` where the hash covers the file's absolute path, size and
+mtime plus the feature config (without mean/std); a changed file or config simply misses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from ser_edge.runtime.audio import AudioError, load_audio
+from ser_edge.runtime.features import FeatureConfig, mfcc
+from ser_edge.runtime.io import atomic_path
+
+from .corpora import Utterance
+
+Skipped = List[Tuple[Utterance, str]]
+
+
+def config_key(cfg: FeatureConfig) -> str:
+    """The parts of ``cfg`` that change raw MFCCs, as JSON (mean/std excluded)."""
+    return dataclasses.replace(cfg, mean=None, std=None).to_json()
+
+
+def cache_key(path: str, cfg_key: str) -> str:
+    """sha256 hex of (absolute path, size, mtime_ns, config). Raises :class:`AudioError` if the
+    file is gone (the same error reading it would give)."""
+    path = os.path.abspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise AudioError(f"{path}: cannot stat ({e.strerror or e})") from None
+    blob = json.dumps([path, st.st_size, st.st_mtime_ns, cfg_key])
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _read_cached(file: str, n_mfcc: int) -> Optional[np.ndarray]:
+    """``(n_frames, n_mfcc) float32`` from ``file``, or ``None`` if absent or damaged."""
+    try:
+        arr = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = arr.ndim == 2 and arr.shape[1] == n_mfcc and arr.shape[0] > 0 and arr.dtype == np.float32
+    return arr if ok else None
+
+
+def _write_cached(file: str, feats: np.ndarray) -> None:
+    """Atomic, so a killed run or a parallel writer never leaves a half-written ``.npy``."""
+    with atomic_path(file) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, feats, allow_pickle=False)
+
+
+def compute_features(path: str, cfg: FeatureConfig, cache_dir: Optional[str] = None) -> Tuple[np.ndarray, bool]:
+    """Raw MFCC of one file via the disk cache. ``-> ((n_frames, n_mfcc) float32, from_cache)``.
+
+    Raises :class:`AudioError` for an unreadable file.
+    """
+    file = os.path.join(cache_dir, cache_key(path, config_key(cfg)) + ".npy") if cache_dir else None
+    if file is not None:
+        cached = _read_cached(file, cfg.n_mfcc)
+        if cached is not None:
+            return cached, True
+    feats = mfcc(load_audio(path, cfg.sample_rate), cfg)
+    if file is not None:
+        _write_cached(file, feats)
+    return feats, False
+
+
+def _worker(job: Tuple[str, str, Optional[str]]) -> Tuple[str, Optional[np.ndarray], bool, str]:
+    """Pool task (top level so spawn can pickle it): ``(path, cfg_json, cache_dir)`` ->
+    ``(path, feats or None, from_cache, error message)``."""
+    path, cfg_json, cache_dir = job
+    try:
+        feats, hit = compute_features(path, FeatureConfig.from_json(cfg_json), cache_dir)
+        return path, feats, hit, ""
+    except AudioError as e:
+        return path, None, False, str(e)
+
+
+class FeatureStore:
+    """Per-utterance waveforms and raw MFCCs for one :class:`FeatureConfig`.
+
+    ``features`` are memoised in memory (the second epoch costs nothing) and, with ``cache_dir``,
+    on disk across runs. ``waveform`` is memoised only for what is asked for, so extracting
+    features for a large corpus does not also hold all of its audio in memory.
+    ``stats`` counts ``{"disk": hits, "computed": extractions}``.
+    """
+
+    def __init__(self, cfg: FeatureConfig, cache_dir: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.cache_dir = os.path.abspath(os.fspath(cache_dir)) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            os.makedirs(self.cache_dir, exist_ok=True)
+        self._waves: Dict[str, np.ndarray] = {}
+        self._feats: Dict[str, np.ndarray] = {}
+        self.stats = {"disk": 0, "computed": 0}
+
+    def cache_file(self, utt: Utterance) -> Optional[str]:
+        """Where ``utt``'s features are (or would be) cached; ``None`` without a cache dir."""
+        if self.cache_dir is None:
+            return None
+        return os.path.join(self.cache_dir, cache_key(utt.path, config_key(self.cfg)) + ".npy")
+
+    def waveform(self, utt: Utterance) -> np.ndarray:
+        """``(n_samples,) float32`` at ``cfg.sample_rate``, memoised. Raises :class:`AudioError`."""
+        if utt.path not in self._waves:
+            self._waves[utt.path] = load_audio(utt.path, self.cfg.sample_rate)
+        return self._waves[utt.path]
+
+    def features(self, utt: Utterance) -> np.ndarray:
+        """Raw MFCC ``(n_frames, n_mfcc) float32``, memoised and disk-cached. Raises :class:`AudioError`."""
+        if utt.path not in self._feats:
+            self._remember(utt.path, *compute_features(utt.path, self.cfg, self.cache_dir))
+        return self._feats[utt.path]
+
+    def _remember(self, path: str, feats: np.ndarray, from_cache: bool) -> None:
+        self._feats[path] = feats
+        self.stats["disk" if from_cache else "computed"] += 1
+
+    def load(self, utts: Iterable[Utterance], workers: int = 1) -> Tuple[List[Utterance], Skipped]:
+        """Compute (or fetch) features for every utterance. ``-> (kept, [(utt, reason), ...])``.
+
+        Unreadable or corrupt audio is reported in the second list, never raised. ``workers > 1``
+        extracts in a spawn-context process pool (safe next to torch's threads, same on every
+        OS) and fills the disk cache from the workers; as with any spawn pool, a script calling
+        it needs an ``if __name__ == "__main__":`` guard.
+        """
+        utts = list(utts)
+        todo = sorted({u.path for u in utts} - set(self._feats))
+        errors = self._load_parallel(todo, workers) if workers > 1 and len(todo) > 1 else self._load_serial(todo)
+        kept = [u for u in utts if u.path in self._feats]
+        skipped = [(u, errors[u.path]) for u in utts if u.path in errors]
+        return kept, skipped
+
+    def _load_serial(self, paths: List[str]) -> Dict[str, str]:
+        """Extract in this process. ``-> {path: error message}`` for failures."""
+        errors = {}
+        for path in paths:
+            try:
+                self._remember(path, *compute_features(path, self.cfg, self.cache_dir))
+            except AudioError as e:
+                errors[path] = str(e)
+        return errors
+
+    def _load_parallel(self, paths: List[str], workers: int) -> Dict[str, str]:
+        """Extract in ``workers`` processes. ``-> {path: error message}`` for failures."""
+        jobs = [(p, self.cfg.to_json(), self.cache_dir) for p in paths]
+        n = min(workers, len(jobs))
+        errors = {}
+        with multiprocessing.get_context("spawn").Pool(n) as pool:
+            for path, feats, hit, err in pool.imap_unordered(_worker, jobs, chunksize=max(1, len(jobs) // (8 * n))):
+                if feats is None:
+                    errors[path] = err
+                else:
+                    self._remember(path, feats, hit)
+        return errors
+
+
+__all__ = ["FeatureStore", "cache_key", "compute_features", "config_key"]
