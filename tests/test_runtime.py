@@ -1,0 +1,279 @@
+"""On-device runtime: Recognizer, backends (ONNX Runtime fp32/int8, pure numpy), parity with
+PyTorch, self-test, and the errors a user can trigger."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ser_edge.runtime import AudioError, MetadataError, Prediction, Recognizer, SerEdgeError
+from ser_edge.runtime.audio import load_audio, resample, write_wav
+from ser_edge.runtime.backends import backend_for_path, load_backend
+from ser_edge.runtime.backends.numpy_lstm import ARCHITECTURES, weights_from_arrays
+from ser_edge.runtime.features import extract
+from ser_edge.runtime.recognizer import MIN_DURATION_S, default_model_path, softmax
+from ser_edge.runtime.selftest import run_selftest
+
+torch = pytest.importorskip("torch")
+
+TIMING_KEYS = {"load_audio_ms", "features_ms", "model_ms", "total_ms", "audio_s", "rtf"}
+
+
+@pytest.fixture(scope="module")
+def exported(random_checkpoint, tmp_path_factory):
+    """Factory ``exported(arch) -> (out_dir, checkpoint)``: model.onnx, model.int8.onnx, model.npz
+    exported by ``ser_edge.export.export_all`` from an untrained checkpoint."""
+    from ser_edge.checkpoint import load_checkpoint
+    from ser_edge.export import export_all
+
+    cache = {}
+
+    def make(arch: str = "lstm"):
+        if arch not in cache:
+            ckpt_path = random_checkpoint(arch)
+            out = tmp_path_factory.mktemp(f"export-{arch}")
+            export_all(str(ckpt_path), str(out), formats=("onnx", "numpy"), quantize=True, gate=False)
+            cache[arch] = (out, load_checkpoint(str(ckpt_path)))
+        return cache[arch]
+
+    return make
+
+
+def torch_reference(ckpt, waves):
+    """PyTorch fp32 logits for waveforms at the model rate, features from the one numpy MFCC.
+    ``list of (n,) -> (B, C) float32``, one clip at a time (as the device runs)."""
+    model = ckpt.build_model()
+    out = []
+    with torch.inference_mode():
+        for y in waves:
+            f = extract(y, ckpt.feature_config)
+            out.append(model(torch.from_numpy(f[None]), torch.tensor([len(f)]))[0].numpy())
+    return np.stack(out)
+
+
+# -- the numpy LSTM itself, against torch (no export involved) ---------------------------------
+
+@pytest.mark.parametrize("arch", ["lstm", "attn_bilstm"])
+def test_numpy_lstm_matches_torch_on_padded_batch(arch):
+    from ser_edge.export.numpy_export import npz_arrays
+    from ser_edge.models import ModelConfig, build_model
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(arch=arch, n_features=40, n_classes=5, hidden_size=24, num_layers=2, dropout=0.0)
+    model = build_model(cfg).eval()
+    arrays = npz_arrays(model.state_dict(), cfg, _dummy_metadata(cfg.n_classes))
+    weights = weights_from_arrays(arrays, arch, cfg.num_layers, cfg.n_features, cfg.n_classes)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 50, 40)).astype(np.float32)
+    lengths = np.array([50, 17, 1])
+    x[1, 17:] = 0.0
+    x[2, 1:] = 0.0
+    with torch.inference_mode():
+        ref = model(torch.from_numpy(x), torch.from_numpy(lengths)).numpy()
+    got = ARCHITECTURES[arch](x, lengths, weights)
+    assert got.dtype == np.float32 and got.shape == (3, 5)
+    assert np.max(np.abs(got - ref)) <= 1e-5
+    # padding content must not matter
+    x[1, 17:] = 123.0
+    assert np.max(np.abs(ARCHITECTURES[arch](x, lengths, weights) - got)) <= 1e-6
+
+
+def _dummy_metadata(n_classes):
+    from ser_edge.runtime.features import FeatureConfig
+    from ser_edge.runtime.metadata import ModelMetadata
+
+    fcfg = FeatureConfig().with_stats([0.0] * 40, [1.0] * 40)
+    return ModelMetadata(fcfg, [f"c{i}" for i in range(n_classes)])
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+def test_load_reads_config_and_labels_from_model(exported):
+    out, ckpt = exported("lstm")
+    for name, backend in [("model.onnx", "onnxruntime"), ("model.int8.onnx", "onnxruntime"), ("model.npz", "numpy")]:
+        rec = Recognizer.load(out / name)
+        assert rec.backend_name == backend
+        assert rec.labels == ckpt.labels
+        assert rec.feature_config == ckpt.feature_config
+    assert Recognizer.load(out / "model.int8.onnx").metadata.quantization != "none"
+
+
+def test_backend_dispatch_by_extension(exported, tmp_path):
+    out, _ = exported("lstm")
+    assert backend_for_path("a/b.ONNX") == "onnxruntime"
+    assert backend_for_path("m.tflite") == "litert"
+    assert backend_for_path("m.npz") == "numpy"
+    with pytest.raises(MetadataError, match="unknown model file type"):
+        backend_for_path("model.pt")
+    with pytest.raises(MetadataError, match="reads .npz files"):
+        load_backend(str(out / "model.onnx"), backend="numpy")
+    with pytest.raises(MetadataError, match="unknown backend"):
+        load_backend(str(out / "model.onnx"), backend="tensorrt")
+    with pytest.raises(MetadataError, match="no such model file"):
+        Recognizer.load(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".npz"])
+def test_random_bytes_model_is_a_clear_error(tmp_path, suffix):
+    bad = tmp_path / f"junk{suffix}"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(MetadataError, match="junk"):
+        Recognizer.load(bad)
+
+
+def test_model_without_metadata_is_refused(exported, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    out, _ = exported("lstm")
+    proto = onnx.load(str(out / "model.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(MetadataError, match="no ser-edge metadata"):
+        Recognizer.load(tmp_path / "bare.onnx")
+    with np.load(out / "model.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "__metadata__"}
+    np.savez(tmp_path / "bare.npz", **arrays)
+    with pytest.raises(MetadataError, match="not a ser-edge numpy model"):
+        Recognizer.load(tmp_path / "bare.npz")
+
+
+# -- predict --------------------------------------------------------------------------------------
+
+def test_predict_returns_consistent_prediction(exported, speechlike):
+    out, ckpt = exported("lstm")
+    rec = Recognizer.load(out / "model.onnx")
+    pred = rec.predict(speechlike)
+    assert isinstance(pred, Prediction)
+    assert list(pred.probabilities) == ckpt.labels
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    assert pred.label == ckpt.labels[int(np.argmax(pred.logits))]
+    np.testing.assert_allclose(list(pred.probabilities.values()), softmax(pred.logits), rtol=1e-9)
+    assert set(pred.timing) == TIMING_KEYS
+    assert pred.timing["audio_s"] == pytest.approx(len(speechlike) / 16000)
+    assert pred.timing["total_ms"] >= pred.timing["model_ms"]
+    json.dumps(pred.to_dict())  # JSON-ready
+
+
+def test_predict_wav_any_rate_and_format(exported, speechlike, tmp_path):
+    out, _ = exported("lstm")
+    rec = Recognizer.load(out / "model.onnx")
+    y48 = resample(speechlike, 16000, 48000)
+    path = tmp_path / "48k.wav"
+    write_wav(path, y48, 48000)
+    from_file = rec.predict(path)
+    # identical to resampling the file's own samples ourselves
+    expected = rec.predict(resample(load_audio(path, 48000), 48000, 16000))
+    np.testing.assert_array_equal(from_file.logits, expected.logits)
+    # an array with its own rate is resampled the same way
+    np.testing.assert_array_equal(rec.predict(load_audio(path, 48000), sample_rate=48000).logits, expected.logits)
+    # stereo int16 input: channels averaged, scaled to [-1, 1]
+    pcm = (speechlike * 32767).astype(np.int16)
+    stereo = np.stack([pcm, pcm], axis=1)
+    np.testing.assert_allclose(rec.predict(stereo).logits, rec.predict(pcm.astype(np.float32) / 32768).logits,
+                               atol=1e-5)
+
+
+def test_predict_batch_matches_single(exported, speechlike):
+    out, _ = exported("attn_bilstm")
+    for name in ("model.onnx", "model.npz"):
+        rec = Recognizer.load(out / name)
+        clips = [speechlike, speechlike[:9000], speechlike[3000:20000]]
+        batch = rec.predict_batch(clips)
+        for clip, pred in zip(clips, batch):
+            np.testing.assert_allclose(pred.logits, rec.predict(clip).logits, atol=1e-5)
+
+
+def test_bad_audio_is_refused(exported, tmp_path, speechlike):
+    out, _ = exported("lstm")
+    rec = Recognizer.load(out / "model.npz")
+    with pytest.raises(AudioError, match="too short"):
+        rec.predict(speechlike[:int(MIN_DURATION_S * 16000) - 1])
+    with pytest.raises(AudioError, match="silent"):
+        rec.predict(np.zeros(16000, dtype=np.float32))
+    with pytest.raises(AudioError, match="unsupported sample rate"):
+        rec.predict(speechlike, sample_rate=100)
+    with pytest.raises(AudioError, match="NaN"):
+        rec.predict(np.full(16000, np.nan, dtype=np.float32))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty"):
+        rec.predict(tmp_path / "empty.wav")
+    (tmp_path / "junk.wav").write_bytes(b"RIFF" + bytes(200))
+    with pytest.raises(AudioError, match="junk.wav"):
+        rec.predict(tmp_path / "junk.wav")
+
+
+def test_backend_rejects_misshapen_inputs(exported):
+    out, _ = exported("lstm")
+    backend = load_backend(str(out / "model.npz"))
+    with pytest.raises(ValueError, match="features must be"):
+        backend.run(np.zeros((1, 10, 13), np.float32), np.array([10]))
+    with pytest.raises(ValueError, match="lengths must lie"):
+        backend.run(np.zeros((1, 10, 40), np.float32), np.array([11]))
+
+
+# -- parity: numpy MFCC + each backend vs PyTorch -------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["lstm", "attn_bilstm"])
+def test_backends_match_pytorch_on_synthetic_speech(exported, speechlike, arch):
+    out, ckpt = exported(arch)
+    clips = [speechlike, speechlike[4000:16000], 0.3 * speechlike[::-1].copy()]
+    ref = torch_reference(ckpt, clips)
+    for name in ("model.onnx", "model.npz"):
+        rec = Recognizer.load(out / name)
+        got = np.stack([rec.predict(c).logits for c in clips])
+        assert np.max(np.abs(got - ref)) <= 1e-4, name
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.parametrize("arch", ["lstm", "attn_bilstm"])
+def test_backends_match_pytorch_on_real_speech(exported, ravdess_wavs, arch):
+    out, ckpt = exported(arch)
+    waves = [load_audio(p, ckpt.feature_config.sample_rate) for p in ravdess_wavs]
+    ref = torch_reference(ckpt, waves)
+    for name in ("model.onnx", "model.npz"):
+        rec = Recognizer.load(out / name)
+        got = np.stack([rec.predict(p).logits for p in ravdess_wavs])  # from the WAV path, as on the device
+        assert np.max(np.abs(got - ref)) <= 1e-4, name
+    rec8 = Recognizer.load(out / "model.int8.onnx")
+    top1 = np.array([rec8.predict(p).logits.argmax() for p in ravdess_wavs])
+    agreement = float(np.mean(top1 == ref.argmax(axis=1)))
+    assert agreement >= 0.98, f"int8 top-1 agreement {agreement:.3f}"
+
+
+# -- self-test ----------------------------------------------------------------------------------
+
+def test_selftest_passes_for_every_exported_model(exported):
+    out, ckpt = exported("lstm")
+    for name in ("model.onnx", "model.int8.onnx", "model.npz"):
+        res = run_selftest(Recognizer.load(out / name))
+        assert res.passed, (name, res)
+        assert res.max_abs_diff <= res.atol
+        assert res.expected_label in ckpt.labels
+
+
+def test_selftest_detects_wrong_logits_and_missing_vector(exported, tmp_path):
+    import dataclasses
+
+    out, _ = exported("lstm")
+    rec = Recognizer.load(out / "model.onnx")
+    st = rec.metadata.selftest
+    rec.metadata = dataclasses.replace(rec.metadata, selftest=dataclasses.replace(st, logits=st.logits + 0.5))
+    res = run_selftest(rec)
+    assert not res.passed and res.max_abs_diff == pytest.approx(0.5, abs=1e-3)
+    rec.metadata = dataclasses.replace(rec.metadata, selftest=None)
+    with pytest.raises(MetadataError, match="no self-test"):
+        run_selftest(rec)
+
+
+# -- default model ------------------------------------------------------------------------------
+
+def test_default_model_path_env_override(exported, monkeypatch, tmp_path):
+    out, _ = exported("lstm")
+    monkeypatch.setenv("SER_EDGE_MODEL", str(out / "model.int8.onnx"))
+    assert default_model_path() == str(out / "model.int8.onnx")
+    monkeypatch.setenv("SER_EDGE_MODEL", str(tmp_path / "nope.onnx"))
+    with pytest.raises(SerEdgeError, match="no such model file"):
+        default_model_path()
