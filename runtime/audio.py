@@ -50,6 +50,8 @@ def _read_bytes(src: PathOrFile) -> bytes:
             raise AudioError(f"{_name(src)}: no such file") from None
         except OSError as e:
             raise AudioError(f"{_name(src)}: cannot read ({e.strerror or e})") from None
+        except ValueError as e:  # e.g. an embedded NUL byte in the path
+            raise AudioError(f"{_name(src)!r}: invalid path ({e})") from None
     return src.read()
 
 

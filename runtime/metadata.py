@@ -44,7 +44,7 @@ class MetadataError(SerEdgeError, ValueError):
     """A model lacks ser-edge metadata or carries metadata this runtime cannot use."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SelfTest:
     """A parity vector shipped inside the model: a waveform and the logits PyTorch gave for it."""
 
@@ -52,6 +52,15 @@ class SelfTest:
     waveform: np.ndarray  # (n_samples,) float32, from int16 PCM
     logits: np.ndarray  # (n_classes,) float32
     atol: float = 1e-3
+
+    def __eq__(self, other: object) -> bool:
+        # dataclass equality would compare numpy arrays with ==, which is ambiguous
+        if not isinstance(other, SelfTest):
+            return NotImplemented
+        return (self.sample_rate == other.sample_rate and self.atol == other.atol
+                and np.array_equal(self.waveform, other.waveform) and np.array_equal(self.logits, other.logits))
+
+    __hash__ = None  # type: ignore[assignment]  # holds arrays: not hashable
 
     def to_json(self) -> str:
         pcm = (np.clip(self.waveform, -1.0, 1.0 - 1 / 32768) * 32768).astype("<i2").tobytes()
