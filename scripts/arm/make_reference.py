@@ -1,0 +1,237 @@
+"""x86 side of ``make test-arm``: build a small model, export it, and record what the runtime
+computes on this machine, for tests/arm/ to compare against on emulated aarch64.
+
+    .venv/bin/python scripts/arm/make_reference.py OUT_DIR [--data RAVDESS_DIR] [--archs lstm ...]
+
+Writes into OUT_DIR (inside the rootfs; never into the repository):
+
+* ``wavs/*.wav`` - 3 clips (2 s): real RAVDESS speech when ``--data`` exists, else synthetic
+  speech-like signals. One is stored at 22.05 kHz so the device resamples it.
+* ``models/<arch>/`` - ``ser_edge.export.export_all`` output (fp32 + int8 ONNX, ``.npz``,
+  fp32 + int8 ``.tflite`` when TensorFlow is installed here).
+* ``reference.npz`` - ``wave/<clip>`` (:func:`read_wav`), ``audio/<clip>`` (at the model rate),
+  ``mfcc/<clip>`` (raw MFCC), ``logits/<case>`` ``(n_clips, n_classes)`` from the x86 runtime.
+* ``reference.json`` - host versions, the feature config, the clips and the cases
+  (``id``, ``model``, ``backend``, ``quantization``, ``labels``, ``predicted``).
+
+The model is a tiny deterministic one (seed 0, hidden 32) fitted for a few steps on the clips
+themselves, so its logits are spread out and a top-1 comparison between machines is meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+LABELS = ["neutral", "happy", "sad", "angry"]
+#: (label, RAVDESS emotion code, stored sample rate): one clip per class, one needs resampling.
+CLIPS = [("neutral", 1, 16000), ("happy", 3, 16000), ("angry", 5, 22050)]
+CLIP_SECONDS = 2.0
+MODEL_EXTS = (".onnx", ".npz", ".tflite")
+
+
+def log(msg: str) -> None:
+    print(f"[arm-ref] {msg}", file=sys.stderr, flush=True)
+
+
+def ravdess_clip(root: Path, emotion: int) -> np.ndarray:
+    """Actor 01, statement 1, repetition 1 (strong intensity except neutral), at 16 kHz."""
+    from ser_edge.runtime.audio import load_audio
+
+    intensity = 1 if emotion == 1 else 2
+    return load_audio(str(root / "Actor_01" / f"03-01-{emotion:02d}-{intensity:02d}-01-01-01.wav"), 16000)
+
+
+def synthetic_clip(index: int) -> np.ndarray:
+    """Speech-like signal with a class-specific pitch and syllable rate, at 16 kHz."""
+    from ser_edge.export.common import speechlike
+
+    return speechlike(4.0, 16000, f0=110.0 + 60.0 * index, syllable_hz=2.0 + 1.5 * index, seed=index)
+
+
+def middle(y: np.ndarray, seconds: float, sr: int) -> np.ndarray:
+    """The central ``seconds`` of ``y`` (RAVDESS clips start and end with silence)."""
+    n = int(seconds * sr)
+    start = max(0, (len(y) - n) // 2)
+    return y[start:start + n]
+
+
+def write_clips(out: Path, data: Path) -> List[dict]:
+    """Write the clips as 16-bit WAVs; returns ``[{name, wav, label, sample_rate, source}]``."""
+    from ser_edge.runtime.audio import resample, write_wav
+
+    real = (data / "Actor_01").is_dir()
+    log(f"clips from {'RAVDESS ' + str(data) if real else 'synthetic speech-like signals'}")
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, (label, emotion, sr) in enumerate(CLIPS):
+        y = middle(ravdess_clip(data, emotion) if real else synthetic_clip(i), CLIP_SECONDS, 16000)
+        if sr != 16000:
+            y = resample(y, 16000, sr)
+        wav = f"wavs/{i}-{label}-{sr}.wav"
+        write_wav(out / wav, y, sr)
+        source = f"RAVDESS Actor_01 emotion {emotion:02d}" if real else "synthetic"
+        clips.append({"name": f"{i}-{label}", "wav": wav, "label": label, "sample_rate": sr, "source": source})
+    return clips
+
+
+def fit_checkpoint(path: Path, arch: str, clips: List[dict], out: Path) -> None:
+    """A deterministic small model: seed 0, normalisation stats from the clips, then 40 Adam steps
+    on the clips so that each gets a clearly separated top-1. Saved as a ser-edge checkpoint."""
+    import torch
+
+    from ser_edge.checkpoint import Checkpoint, save_checkpoint
+    from ser_edge.models import ModelConfig, build_model
+    from ser_edge.runtime.audio import load_audio
+    from ser_edge.runtime.features import FeatureConfig, RunningStats, mfcc, normalise
+
+    torch.manual_seed(0)
+    base = FeatureConfig()
+    raw = [mfcc(load_audio(str(out / c["wav"]), base.sample_rate), base) for c in clips]
+    stats = RunningStats()
+    for m in raw:
+        stats.update(m)
+    mean, std = stats.result()
+    fcfg = base.with_stats(mean, std)
+    feats = [normalise(m, fcfg) for m in raw]
+    lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
+    x = torch.zeros(len(feats), int(lengths.max()), fcfg.n_mfcc)
+    for i, f in enumerate(feats):
+        x[i, :len(f)] = torch.from_numpy(f)
+    y = torch.tensor([LABELS.index(c["label"]) for c in clips])
+
+    mcfg = ModelConfig(arch=arch, n_features=fcfg.n_mfcc, n_classes=len(LABELS), hidden_size=32,
+                       num_layers=2 if arch == "lstm" else 1, dropout=0.0)
+    model = build_model(mcfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x, lengths), y)
+        loss.backward()
+        opt.step()
+    log(f"{arch}: fitted, final loss {loss.item():.3f}")
+    save_checkpoint(str(path), Checkpoint(mcfg, fcfg, LABELS, model.state_dict(),
+                                          {"note": "make test-arm reference model"}))
+
+
+def export_formats() -> Tuple[str, ...]:
+    """ONNX and numpy always; TFLite only where TensorFlow can convert (it is optional)."""
+    have_tf = importlib.util.find_spec("tensorflow") is not None
+    return ("onnx", "numpy", "tflite") if have_tf else ("onnx", "numpy")
+
+
+def report_gate_failures(model_dir: Path) -> None:
+    """Export runs with ``gate=False`` (this harness tests the platform, not the exporter), so
+    say loudly which artifacts missed their parity gate against PyTorch on x86 already."""
+    with open(model_dir / "parity.json", encoding="utf-8") as f:
+        parity = json.load(f)
+    for a in parity.get("artifacts", []):
+        if a.get("gate") == "fail":
+            log(f"WARNING {model_dir.name}/{a['name']} fails its export parity gate on x86: "
+                f"{'; '.join(a.get('failures', []))}")
+
+
+def model_files(models: Path) -> List[Path]:
+    return sorted(p for p in models.rglob("*") if p.suffix in MODEL_EXTS)
+
+
+def reference_cases(out: Path, models: Path, clips: List[dict], arrays: Dict[str, np.ndarray]) -> List[dict]:
+    """Predict every clip with every exported model on this machine (the x86 reference)."""
+    from ser_edge.runtime.backends import backend_for_path
+    from ser_edge.runtime.recognizer import Recognizer
+    from ser_edge.runtime.selftest import run_selftest
+
+    cases = []
+    for path in model_files(models):
+        backend = backend_for_path(str(path))
+        rec = Recognizer.load(str(path), backend=backend, threads=1)
+        preds = [rec.predict(str(out / c["wav"])) for c in clips]
+        rel = path.relative_to(out).as_posix()
+        case_id = f"{path.parent.name}-{path.name.replace('model.', '', 1)}"  # e.g. lstm-int8.onnx
+        arrays["logits/" + case_id] = np.stack([p.logits for p in preds])
+        st = run_selftest(rec)  # recorded so an aarch64 self-test failure can say if x86 fails too
+        cases.append({"id": case_id, "model": rel, "backend": backend,
+                      "quantization": rec.metadata.quantization, "labels": rec.labels,
+                      "predicted": [p.label for p in preds],
+                      "selftest_x86": {"passed": st.passed, "max_abs_diff": st.max_abs_diff, "atol": st.atol}})
+        log(f"{case_id:28s} {backend:12s} {' '.join(p.label for p in preds):24s} "
+            f"self-test {'ok' if st.passed else 'FAILED'} ({st.max_abs_diff:.1e} <= {st.atol:.1e}?)")
+    return cases
+
+
+def host_info() -> dict:
+    info = {"machine": platform.machine(), "python": platform.python_version()}
+    for dist, key in (("numpy", "numpy"), ("onnxruntime", "onnxruntime"), ("ai-edge-litert", "ai_edge_litert"),
+                      ("torch", "torch")):
+        try:
+            info[key] = version(dist)
+        except PackageNotFoundError:  # not on this host: the arm test skips that comparison
+            info[key] = None
+    return info
+
+
+def make_reference(out: Path, data: Path, archs: Sequence[str], formats: Sequence[str]) -> dict:
+    from ser_edge.export import export_all
+    from ser_edge.runtime.audio import load_audio, read_wav
+    from ser_edge.runtime.features import FeatureConfig, mfcc
+    from ser_edge.runtime.io import atomic_write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    clips = write_clips(out, data)
+    with tempfile.TemporaryDirectory(prefix="ser-edge-arm-ckpt-") as tmp:
+        for arch in archs:
+            ckpt = Path(tmp) / f"{arch}.pt"
+            fit_checkpoint(ckpt, arch, clips, out)
+            t0 = time.perf_counter()
+            export_all(str(ckpt), str(out / "models" / arch), formats=formats, quantize=True, gate=False)
+            log(f"{arch}: exported {', '.join(formats)} (+int8) in {time.perf_counter() - t0:.1f} s")
+            report_gate_failures(out / "models" / arch)
+
+    # Features with the models' own config (identical for every arch: stats come from the clips).
+    from ser_edge.runtime.recognizer import Recognizer
+
+    fcfg: FeatureConfig = Recognizer.load(str(model_files(out / "models")[0])).feature_config
+    arrays: Dict[str, np.ndarray] = {}
+    for c in clips:
+        arrays["wave/" + c["name"]] = read_wav(str(out / c["wav"]))[0]
+        audio = load_audio(str(out / c["wav"]), fcfg.sample_rate)
+        arrays["audio/" + c["name"]] = audio
+        arrays["mfcc/" + c["name"]] = mfcc(audio, fcfg)
+    cases = reference_cases(out, out / "models", clips, arrays)
+    np.savez(out / "reference.npz", **arrays)
+    ref = {"host": host_info(), "feature_config": fcfg.to_json(), "clips": clips, "cases": cases,
+           "export_formats": list(formats)}
+    atomic_write_json(out / "reference.json", ref)
+    return ref
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    shared = Path(os.environ.get("SER_EDGE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    p.add_argument("--data", type=Path, default=shared / "ravdess-speech-16k")
+    p.add_argument("--archs", nargs="+", default=["lstm", "attn_bilstm"], choices=["lstm", "attn_bilstm"])
+    p.add_argument("--formats", nargs="+", choices=["onnx", "numpy", "tflite"],
+                   help="export formats (default: onnx numpy, plus tflite when TensorFlow is installed)")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # 2-core CI; also keeps the reference numerics repeatable
+    ref = make_reference(args.out, args.data, args.archs, tuple(args.formats or export_formats()))
+    log(f"{len(ref['clips'])} clips x {len(ref['cases'])} cases -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
