@@ -132,6 +132,8 @@ def read_wav(src: PathOrFile) -> Tuple[np.ndarray, int]:
                 raise AudioError(f"{name}: truncated 'fmt ' chunk")
             fmt = _parse_fmt(body, name)
         elif cid == b"data":
+            if size in (0, 0xFFFFFFFF):  # a streaming writer never patched the size: audio runs to EOF
+                body = buf[pos + 8:]
             data, declared_data = body, size
             if fmt is not None:
                 break

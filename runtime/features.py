@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -82,6 +83,12 @@ class FeatureConfig:
             value = getattr(self, name)
             if value is not None and len(value) != self.n_mfcc:
                 raise FeatureConfigError(f"{name} has {len(value)} values, expected n_mfcc={self.n_mfcc}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and not all(math.isfinite(v) for v in value):
+                raise FeatureConfigError(f"{name} contains NaN or infinite values")
+        if self.top_db is not None and not self.top_db > 0:
+            raise FeatureConfigError("top_db must be positive (or None)")
         if (self.mean is None) != (self.std is None):
             raise FeatureConfigError("mean and std must be given together")
         if self.std is not None and min(self.std) <= 0:
