@@ -74,7 +74,11 @@ def load_checkpoint(path: str) -> Checkpoint:
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would execute arbitrary code
+        raise CheckpointError(f"{path}: not a ser-edge checkpoint (not a torch file, or it holds objects "
+                              "a safe load refuses)") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

@@ -427,7 +427,7 @@ def _bad_checkpoints(tmp_path, random_checkpoint):
 
 
 def test_refuses_bad_checkpoints(random_checkpoint, tmp_path):
-    expected = {"random bytes": "not a readable checkpoint", "not ours": "not a ser-edge checkpoint",
+    expected = {"random bytes": r"not a ser-edge checkpoint \(not a torch file", "not ours": "not a ser-edge checkpoint",
                 "labels": "3 labels but the model has 4 outputs", "weights": "weights do not match"}
     for kind, path in _bad_checkpoints(tmp_path, random_checkpoint).items():
         out = tmp_path / f"out-{kind.replace(' ', '-')}"

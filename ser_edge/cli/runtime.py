@@ -112,7 +112,7 @@ def _print_hop(pred, as_json: bool) -> None:
 
 
 def bench(
-    model: str = typer.Argument(..., help="Exported model (.onnx / .tflite / .npz)."),
+    model: Optional[str] = typer.Argument(None, help="Exported model (.onnx / .tflite / .npz); default: the shipped model."),
     wav: Optional[Path] = typer.Option(None, help="Benchmark on this WAV (default: 3 s of synthetic speech)."),
     threads: str = typer.Option("1", help="Comma-separated thread counts to sweep, e.g. 1,2,4."),
     repeats: int = typer.Option(20, help="Timed runs per measurement (median reported)."),
@@ -132,7 +132,9 @@ def bench(
         raise typer.BadParameter(f"expected integers like 1,2,4, got {threads!r}", param_hint="--threads") from None
     if not counts or min(counts) < 1 or repeats < 1:
         raise typer.BadParameter("thread counts and --repeats must be >= 1")
-    report = run_bench(model, wav=str(wav) if wav else None, threads=counts, backend=backend,
+    from ser_edge.runtime.recognizer import default_model_path
+
+    report = run_bench(model or default_model_path(), wav=str(wav) if wav else None, threads=counts, backend=backend,
                        repeats=repeats, with_cold_start=cold_start)
     typer.echo(format_report(report))
     if json_out is not None:
@@ -141,7 +143,7 @@ def bench(
 
 
 def selftest(
-    model: str = typer.Argument(..., help="Exported model (.onnx / .tflite / .npz)."),
+    model: Optional[str] = typer.Argument(None, help="Exported model (.onnx / .tflite / .npz); default: the shipped model."),
     backend: str = typer.Option("auto", help=BACKEND_HELP),
     threads: int = typer.Option(1, help="Inference threads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -149,11 +151,12 @@ def selftest(
     """Check this device reproduces the logits the model was exported with; exit 1 on failure."""
     from ser_edge.runtime.selftest import run_selftest
 
-    res = run_selftest(_load(model, backend, threads))
+    rec = _load(model, backend, threads)
+    res = run_selftest(rec)
     if as_json:
         typer.echo(json.dumps(res.to_dict()))
     else:
-        typer.echo(f"{'PASS' if res.passed else 'FAIL'}  {model} [{res.backend}, {res.quantization}]: "
+        typer.echo(f"{'PASS' if res.passed else 'FAIL'}  {model or 'shipped model'} [{res.backend}, {res.quantization}]: "
                    f"max |logit diff| {res.max_abs_diff:.2e} (tolerance {res.atol:.2e}); "
                    f"label {res.label}, expected {res.expected_label}")
     if not res.passed:
