@@ -86,12 +86,14 @@ def _parse_fmt(body: bytes, name: str) -> Tuple[int, int, int, int]:
 
 
 def _decode(data: bytes, tag: int, channels: int, bits: int) -> np.ndarray:
-    """Raw sample bytes -> ``(n_frames, channels) float32`` in [-1, 1]."""
+    """Raw sample bytes -> ``(n_frames, channels)``: float32 in [-1, 1] for PCM, float64 as stored
+    for IEEE float (unbounded, maybe non-finite: :func:`read_wav` checks and clips)."""
     width = bits // 8
     usable = len(data) - len(data) % (width * channels)  # drop a trailing partial frame
     raw = data[:usable]
     if tag == WAVE_FORMAT_IEEE_FLOAT:
-        x = np.frombuffer(raw, dtype="<f4" if bits == 32 else "<f8").astype(np.float32)
+        # kept in float64 until clipped: a finite double beyond float32's range must not turn inf
+        x = np.frombuffer(raw, dtype="<f4" if bits == 32 else "<f8").astype(np.float64)
     elif bits == 8:  # 8-bit WAV is unsigned
         x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif bits == 16:
@@ -123,6 +125,11 @@ def read_wav(src: PathOrFile) -> Tuple[np.ndarray, int]:
     fmt = None
     data = None
     declared_data = 0
+    riff_size = struct.unpack("<I", buf[4:8])[0]
+    # A RIFF size that is a placeholder or does not cover the file marks a header never patched
+    # (streaming writers); only then is a 0-byte 'data' chunk read as "to the end of the file",
+    # so a genuinely empty data chunk followed by other chunks stays empty.
+    unpatched = riff_size in (0, 0xFFFFFFFF) or riff_size + 8 < len(buf)
     pos = 12
     while pos + 8 <= len(buf):
         cid, size = struct.unpack("<4sI", buf[pos:pos + 8])
@@ -132,7 +139,8 @@ def read_wav(src: PathOrFile) -> Tuple[np.ndarray, int]:
                 raise AudioError(f"{name}: truncated 'fmt ' chunk")
             fmt = _parse_fmt(body, name)
         elif cid == b"data":
-            if size in (0, 0xFFFFFFFF):  # a streaming writer never patched the size: audio runs to EOF
+            if size == 0xFFFFFFFF or (size == 0 and fmt is not None and unpatched):
+                # A streaming writer never patched its header: the audio runs to the end of the file.
                 body = buf[pos + 8:]
             data, declared_data = body, size
             if fmt is not None:
@@ -152,9 +160,13 @@ def read_wav(src: PathOrFile) -> Tuple[np.ndarray, int]:
         raise AudioError(f"{name}: contains no audio samples")
     if frames.shape[0] > MAX_SECONDS * rate:
         raise AudioError(f"{name}: longer than {MAX_SECONDS // 3600} h; refusing to load it whole")
-    mono = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0]
-    if not np.all(np.isfinite(mono)):
+    if not np.all(np.isfinite(frames)):
         raise AudioError(f"{name}: contains NaN or infinite samples")
+    if tag == WAVE_FORMAT_IEEE_FLOAT:
+        # Float files may hold samples beyond +-1 (an unclipped mix); clip them as playback would,
+        # so every caller gets the documented range.
+        frames = np.clip(frames, -1.0, 1.0)
+    mono = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0]
     return np.ascontiguousarray(mono, dtype=np.float32), rate
 
 
@@ -183,7 +195,7 @@ def resample(y: np.ndarray, sr_in: int, sr_out: int, taps_per_side: int = 32) ->
     cutoff = 0.95 * min(1.0, ratio)  # relative to the input Nyquist
     half = int(np.ceil(taps_per_side / min(1.0, ratio)))  # widen the kernel when downsampling
     offsets = np.arange(-half + 1, half + 1)
-    n_out = int(np.ceil(len(y) * ratio))
+    n_out = -(-len(y) * up // down)  # ceil(n * up / down) in integers: a float ratio can round up
     padded = np.pad(y, (half, half + 1))
     # up phases x taps: the fractional position of output n is ((n * down) % up) / up
     table = _sinc_kernel(np.arange(up)[:, None] / up - offsets[None, :], cutoff, half) if up <= 4096 else None

@@ -32,6 +32,31 @@ class FeatureConfigError(SerEdgeError, ValueError):
     """A feature configuration is invalid or from an unsupported schema."""
 
 
+#: Bounds that flag a corrupt configuration (a model file can say anything) rather than a real one.
+MAX_N_FFT = 1 << 16
+MAX_N_MELS = 1024
+#: Narrowest mel band accepted (Hz): far below any FFT bin, wide enough that the filterbank's
+#: divisions by band widths stay finite.
+MIN_BAND_HZ = 1e-3
+#: Any other integer field beyond this is corrupt too (and would overflow numpy's C longs).
+MAX_INT = 1 << 24
+_INT_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "n_mfcc")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    """A finite real number (JSON also carries NaN, Infinity and ints too large for a float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Everything needed to turn a waveform into model input. Frozen and hashable.
@@ -59,26 +84,49 @@ class FeatureConfig:
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, tuple(float(v) for v in value))
+                try:
+                    values = list(value) if not isinstance(value, (str, bytes)) else None
+                except TypeError:
+                    values = None
+                if values is None or not all(_is_real(v) for v in values):
+                    raise FeatureConfigError(f"{name} must be a list of finite numbers")
+                object.__setattr__(self, name, tuple(float(v) for v in values))
         self.validate()
 
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> None:
-        if self.schema_version != FEATURE_SCHEMA_VERSION:
+        if not _is_int(self.schema_version) or self.schema_version != FEATURE_SCHEMA_VERSION:
             raise FeatureConfigError(
                 f"feature schema version {self.schema_version} is not supported "
                 f"(this runtime reads version {FEATURE_SCHEMA_VERSION})"
             )
-        if self.window not in _WINDOWS:
+        # Types first: a config read from a model file may hold any JSON value.
+        for name in _INT_FIELDS:
+            if not _is_int(getattr(self, name)) or not 0 < getattr(self, name) <= MAX_INT:
+                raise FeatureConfigError(f"{name} must be an integer in [1, {MAX_INT}], got {getattr(self, name)!r}")
+        for name in ("fmin", "fmax", "top_db"):
+            value = getattr(self, name)
+            if (value is not None or name == "fmin") and not _is_real(value):
+                raise FeatureConfigError(f"{name} must be a finite number, got {value!r}")
+        if not isinstance(self.window, str) or self.window not in _WINDOWS:
             raise FeatureConfigError(f"unknown window {self.window!r}; expected one of {sorted(_WINDOWS)}")
         if not (0 < self.win_length <= self.n_fft):
             raise FeatureConfigError("need 0 < win_length <= n_fft")
+        if self.n_fft % 2 or self.n_fft > MAX_N_FFT:
+            # odd sizes would break n_frames(): centre padding of n_fft // 2 drops a frame
+            raise FeatureConfigError(f"n_fft must be even and at most {MAX_N_FFT}, got {self.n_fft}")
+        if self.n_mels > MAX_N_MELS:
+            raise FeatureConfigError(f"n_mels must be at most {MAX_N_MELS}, got {self.n_mels}")
         if self.hop_length <= 0 or self.sample_rate <= 0:
             raise FeatureConfigError("sample_rate and hop_length must be positive")
         if not (0 < self.n_mfcc <= self.n_mels):
             raise FeatureConfigError("need 0 < n_mfcc <= n_mels")
         if not (0 <= self.fmin < self.f_max <= self.sample_rate / 2):
             raise FeatureConfigError("need 0 <= fmin < fmax <= sample_rate / 2")
+        edges = mel_to_hz(np.linspace(hz_to_mel(self.fmin), hz_to_mel(self.f_max), self.n_mels + 2))
+        if np.diff(edges).min() < MIN_BAND_HZ:
+            raise FeatureConfigError(f"fmin..fmax = {self.fmin}..{self.f_max} Hz is too narrow "
+                                     f"for {self.n_mels} mel bands")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None and len(value) != self.n_mfcc:
@@ -134,7 +182,8 @@ class FeatureConfig:
     def from_json(cls, text: str) -> "FeatureConfig":
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        # ValueError: bad JSON or bad UTF-8; RecursionError: absurdly deep nesting; TypeError: not text
+        except (ValueError, RecursionError, TypeError) as e:
             raise FeatureConfigError(f"feature config is not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise FeatureConfigError("feature config JSON must be an object")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -73,10 +74,19 @@ class SelfTest:
 
     @classmethod
     def from_json(cls, text: str) -> "SelfTest":
+        """Parse; raises ValueError / KeyError / TypeError for a malformed or inconsistent vector."""
         d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("self-test must be a JSON object")
         pcm = np.frombuffer(base64.b64decode(d["pcm16_b64"]), dtype="<i2")
-        return cls(int(d["sample_rate"]), pcm.astype(np.float32) / 32768.0,
-                   np.asarray(d["logits"], dtype=np.float32), float(d.get("atol", 1e-3)))
+        rate, logits, atol = d["sample_rate"], np.asarray(d["logits"], dtype=np.float32), float(d.get("atol", 1e-3))
+        if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+            raise ValueError(f"self-test sample_rate must be a positive integer, got {rate!r}")
+        if pcm.size == 0 or logits.ndim != 1 or not np.all(np.isfinite(logits)):
+            raise ValueError("self-test needs a non-empty waveform and a 1-D list of finite logits")
+        if not (math.isfinite(atol) and atol >= 0):
+            raise ValueError(f"self-test atol must be finite and >= 0, got {atol}")
+        return cls(rate, pcm.astype(np.float32) / 32768.0, logits, atol)
 
     @staticmethod
     def quantise_waveform(y: np.ndarray) -> np.ndarray:
@@ -114,6 +124,10 @@ class ModelMetadata:
             raise MetadataError(
                 f"{source}: no ser-edge metadata (feature config and labels). Export models with "
                 "`ser-edge export`; a bare model would risk features that differ from training.")
+        # Containers such as the npz backend's JSON can hold any value; the format says strings.
+        not_str = sorted(str(k) for k, v in props.items() if str(k).startswith(PREFIX) and not isinstance(v, str))
+        if not_str:
+            raise MetadataError(f"{source}: corrupt ser-edge metadata: {', '.join(not_str)} must be strings")
         try:
             schema = int(props.get(PREFIX + "metadata_schema", "-1"))
         except ValueError:
@@ -126,11 +140,16 @@ class ModelMetadata:
             labels = json.loads(props[PREFIX + "labels"])
             mcfg = json.loads(props.get(PREFIX + "model_config", "{}"))
             selftest = SelfTest.from_json(props[PREFIX + "selftest"]) if PREFIX + "selftest" in props else None
-        except (FeatureConfigError, ValueError, KeyError, TypeError) as e:
-            raise MetadataError(f"{source}: corrupt ser-edge metadata: {e}") from None
+        # RecursionError: absurdly nested JSON; OverflowError: int(Infinity)
+        except (FeatureConfigError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:
+            raise MetadataError(f"{source}: corrupt ser-edge metadata: {str(e)[:200]}") from None
         if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
             raise MetadataError(f"{source}: labels must be a non-empty list of strings")
         if not fcfg.is_normalised:
             raise MetadataError(f"{source}: feature config has no normalisation statistics")
+        if not isinstance(mcfg, dict):
+            raise MetadataError(f"{source}: model_config must be a JSON object")
+        if selftest is not None and len(selftest.logits) != len(labels):
+            raise MetadataError(f"{source}: self-test has {len(selftest.logits)} logits for {len(labels)} labels")
         return cls(fcfg, labels, mcfg, props.get(PREFIX + "version", ""),
                    props.get(PREFIX + "quantization", "none"), selftest, schema)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -78,26 +77,38 @@ def load_checkpoint(path: str) -> Checkpoint:
         # torch's own message suggests weights_only=False, which would execute arbitrary code
         raise CheckpointError(f"{path}: not a ser-edge checkpoint (not a torch file, or it holds objects "
                               "a safe load refuses)") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+    # Corrupt bytes surface from torch's loader as almost any type (IndexError "pop from empty
+    # list", KeyError, struct.error, ...): all of them mean "not a readable checkpoint".
+    except Exception as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a ser-edge checkpoint")
-    if payload.get("format_version") != CHECKPOINT_VERSION:
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version != CHECKPOINT_VERSION:  # (a tensor here has no truth value)
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')} "
                               f"is not supported (expected {CHECKPOINT_VERSION})")
     try:
+        if not isinstance(payload["feature_config"], dict):
+            raise TypeError("feature_config must be a dict")
         mcfg = ModelConfig.from_dict(payload["model_config"])
         fcfg = FeatureConfig.from_dict(payload["feature_config"])
-        labels = list(payload["labels"])
-        state = payload["state_dict"]
+        labels, state, extra = payload["labels"], payload["state_dict"], payload.get("extra", {})
     except (KeyError, TypeError, ValueError, FeatureConfigError) as e:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata: {e}") from None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise CheckpointError(f"{path}: labels must be a list of strings")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: state_dict must map parameter names to tensors")
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: 'extra' must be a dict, got {type(extra).__name__}")
     if len(labels) != mcfg.n_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels but the model has {mcfg.n_classes} outputs")
     if fcfg.n_mfcc != mcfg.n_features:
         raise CheckpointError(f"{path}: features have {fcfg.n_mfcc} coefficients but the model "
                               f"expects {mcfg.n_features}")
-    ckpt = Checkpoint(mcfg, fcfg, labels, state, dict(payload.get("extra") or {}))
+    ckpt = Checkpoint(mcfg, fcfg, labels, state, dict(extra))
     ckpt.build_model()  # fail now, not at export time, if the weights do not fit
     return ckpt

@@ -13,6 +13,7 @@ TorchScript and Keras with no packed-sequence machinery.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict
 
@@ -20,6 +21,9 @@ import torch
 from torch import nn
 
 ARCHITECTURES = ("lstm", "attn_bilstm")
+#: Upper bounds that flag a corrupt config (a checkpoint can say anything) before
+#: ``build_model`` tries to allocate it: 4096 hidden units x 16 layers is far beyond an edge model.
+MAX_HIDDEN, MAX_LAYERS, MAX_FEATURES, MAX_CLASSES = 4096, 16, 4096, 4096
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,15 @@ class ModelConfig:
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
+        if not isinstance(self.arch, str) or self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {ARCHITECTURES}")
-        if min(self.n_features, self.n_classes, self.hidden_size, self.num_layers) < 1:
-            raise ValueError("model sizes must be positive")
-        if not 0.0 <= self.dropout < 1.0:
+        sizes = {"n_features": (self.n_features, MAX_FEATURES), "n_classes": (self.n_classes, MAX_CLASSES),
+                 "hidden_size": (self.hidden_size, MAX_HIDDEN), "num_layers": (self.num_layers, MAX_LAYERS)}
+        for name, (value, most) in sizes.items():
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ValueError(f"{name} must be an integer in [1, {most}], got {value!r}")
+        dropout = self.dropout
+        if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
 
     def to_dict(self) -> Dict[str, Any]:
@@ -44,6 +52,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"model config must be a dict, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -63,6 +63,8 @@ class Backend(ABC):
         if logits.shape != expected:
             raise BackendError(f"{self.path}: model returned logits of shape {logits.shape}, "
                                f"expected {expected} (labels and model disagree)")
+        if not np.all(np.isfinite(logits)):  # corrupt weights; softmax would silently pick label 0
+            raise BackendError(f"{self.path}: model returned NaN or infinite logits (corrupt weights?)")
         return logits
 
     @abstractmethod

@@ -19,7 +19,6 @@ File layout: ``ser_edge.export.numpy_export`` (``__format__ = "ser-edge-npz"``, 
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from typing import List, Mapping, Tuple
 
@@ -193,7 +192,7 @@ class NumpyLSTMBackend(Backend):
                                 f"is not supported (this runtime reads {NPZ_FORMAT_VERSION})")
         try:
             props = json.loads(str(arrays[METADATA_KEY]))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
             raise MetadataError(f"{self.path}: corrupt {METADATA_KEY!r}: {e}") from None
         if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
             raise MetadataError(f"{self.path}: {METADATA_KEY!r} must hold a JSON object of strings")
@@ -219,5 +218,7 @@ def read_npz(path: str) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+    # zipfile and numpy's header parser report corrupt bytes as many types (NotImplementedError for
+    # an unknown compression method, tokenize.TokenError, zlib.error, ...): all mean "not an npz".
+    except Exception as e:
         raise MetadataError(f"{path}: not a readable .npz model ({type(e).__name__}: {e})") from None

@@ -30,10 +30,13 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # onnxruntime raises its own (pybind) exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise MetadataError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
-        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        try:
+            props = dict(self.session.get_modelmeta().custom_metadata_map)
+            inputs = {i.name for i in self.session.get_inputs()}
+            outputs = [o.name for o in self.session.get_outputs()]
+        except UnicodeDecodeError:  # ONNX strings are UTF-8; a corrupt file holds any bytes
+            raise MetadataError(f"{self.path}: corrupt ONNX model (metadata or names are not UTF-8)") from None
         self.metadata = ModelMetadata.from_props(props, source=self.path)
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
         if inputs != {INPUT_FEATURES, INPUT_LENGTHS} or OUTPUT_LOGITS not in outputs:
             raise MetadataError(f"{self.path}: graph has inputs {sorted(inputs)} and outputs {outputs}; "
                                 f"expected inputs {INPUT_FEATURES!r}, {INPUT_LENGTHS!r} and output {OUTPUT_LOGITS!r}")
