@@ -18,10 +18,11 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ser_edge.evaluate import compute_metrics
 from ser_edge.runtime.errors import SerEdgeError
 from ser_edge.runtime.features import FeatureConfig, extract, normalise
 
@@ -164,21 +165,12 @@ def _middle(y: np.ndarray, fcfg: FeatureConfig) -> np.ndarray:
 # Metrics
 # --------------------------------------------------------------------------------------------
 
-def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
-
-
-def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Per-class F1 averaged with class support as weights (sklearn's ``average="weighted"``)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    total = 0.0
-    for c in np.unique(y_true):
-        tp = float(np.sum((y_pred == c) & (y_true == c)))
-        support = float(np.sum(y_true == c))
-        predicted = float(np.sum(y_pred == c))
-        f1 = 0.0 if tp == 0 else 2 * tp / (support + predicted)
-        total += support * f1
-    return total / len(y_true)
+def label_scores(labels: np.ndarray, logits: np.ndarray) -> Tuple[float, float]:
+    """``(accuracy, weighted F1)`` of ``(n, C)`` logits against ``(n,)`` class ids, computed by the
+    same code as the training reports (:func:`ser_edge.evaluate.compute_metrics`)."""
+    n_classes = logits.shape[1]
+    m = compute_metrics(labels, logits.argmax(axis=1), [str(c) for c in range(n_classes)])
+    return m.accuracy, m.weighted_f1
 
 
 def run_clips(runner: Runner, ev: EvalSet) -> np.ndarray:
@@ -248,9 +240,8 @@ def compare(result: ArtifactResult, logits: np.ndarray, ref_logits: np.ndarray, 
     result.evaluated = True
     result.max_abs_diff = float(np.max(np.abs(logits - ref_logits)))
     result.top1_agreement = float(np.mean(pred == ref_logits.argmax(axis=1)))
-    result.accuracy = accuracy(labels, pred)
+    result.accuracy, result.weighted_f1 = label_scores(labels, logits)
     result.accuracy_delta = result.accuracy - ref.accuracy
-    result.weighted_f1 = weighted_f1(labels, pred)
     result.weighted_f1_delta = result.weighted_f1 - ref.weighted_f1
     result.latency_ms = latency
     result.failures = gate_failures(result)

@@ -32,9 +32,9 @@ from . import numpy_export, onnx_export, torchscript_export
 from .common import (SELFTEST_SECONDS, build_metadata, int8_selftest, make_selftest, selftest_input,
                      speechlike, torch_logits, torch_threads, verify_props)
 from .errors import ExportError, GateFailure
-from .parity import (GATES, ArtifactResult, EvalSet, ReferenceResult, Runner, accuracy, compare,
-                     eval_set_from_utterances, format_table, latency_ms, run_clips, synthetic_eval_set,
-                     weighted_f1)
+from .parity import (GATES, ArtifactResult, EvalSet, ReferenceResult, Runner, compare,
+                     eval_set_from_utterances, format_table, label_scores, latency_ms, run_clips,
+                     synthetic_eval_set)
 
 FORMATS = ("onnx", "torchscript", "numpy", "tflite")
 DEFAULT_FORMATS = ("onnx", "torchscript", "numpy")
@@ -301,8 +301,7 @@ def _evaluate(model, ev: EvalSet, built, ckpt: Checkpoint, checkpoint_path: str,
     with torch_threads(1):
         ref_runner = lambda f, l: torch_logits(model, f, l)  # noqa: E731
         ref_logits = run_clips(ref_runner, ev)
-        pred = ref_logits.argmax(axis=1)
-        ref = ReferenceResult(accuracy(ev.labels, pred), weighted_f1(ev.labels, pred),
+        ref = ReferenceResult(*label_scores(ev.labels, ref_logits),
                               latency_ms(ref_runner, clip), len(ev.features))
         results = []
         for result, runner in built:
