@@ -49,6 +49,7 @@ from ser_edge.runtime.audio import load_audio, write_wav  # noqa: E402
 from ser_edge.runtime.errors import SerEdgeError  # noqa: E402
 from ser_edge.runtime.features import FeatureConfig, mfcc  # noqa: E402
 from ser_edge.runtime.io import atomic_write_json  # noqa: E402
+from ser_edge.runtime.signals import speechlike  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -162,24 +163,14 @@ def ravdess_clips(root: Path, n: int) -> List[Path]:
     return [wavs[i] for i in idx]
 
 
-def speechlike(seconds: float, f0: float, seed: int, sample_rate: int = 16000) -> np.ndarray:
-    """Deterministic voiced, speech-like clip: harmonics of a wobbling pitch under a syllable-rate
-    envelope plus a little noise. ``(round(seconds * sample_rate),) float32``."""
-    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.15 * np.sin(2 * np.pi * 1.3 * t))) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.5 * (1 - np.cos(2 * np.pi * 3.0 * t))
-    noise = np.random.default_rng(seed).standard_normal(len(t))
-    return (0.2 * voiced * env + 0.003 * noise).astype(np.float32)
-
-
 def synthetic_clips(out_dir: Path, n: int, sample_rate: int) -> List[Path]:
     """``n`` speech-like WAVs (1.5..3.5 s, 100..250 Hz pitch) written to ``out_dir`` (a temp dir)."""
     paths = []
     for i in range(n):
         frac = i / max(n - 1, 1)
         p = out_dir / f"synthetic-{i:03d}.wav"
-        write_wav(p, speechlike(1.5 + 2.0 * frac, 100.0 + 150.0 * ((i * 0.618) % 1.0), i, sample_rate), sample_rate)
+        y = speechlike(1.5 + 2.0 * frac, sample_rate, f0=100.0 + 150.0 * ((i * 0.618) % 1.0), seed=i, wobble=0.15, taper=False)
+        write_wav(p, y, sample_rate)
         paths.append(p)
     return paths
 

@@ -13,6 +13,7 @@ import ser_edge
 from ser_edge.checkpoint import Checkpoint
 from ser_edge.runtime.features import FeatureConfig, extract
 from ser_edge.runtime.metadata import MetadataError, ModelMetadata, SelfTest
+from ser_edge.runtime.signals import speechlike  # noqa: F401  (re-exported for the export modules)
 
 from .errors import ExportError
 
@@ -21,20 +22,6 @@ SELFTEST_SECONDS = 0.5
 #: Tolerance the runtime applies to fp32 self-test logits (features are recomputed on the
 #: device, so this covers float differences in the MFCC as well as in the model).
 FP32_SELFTEST_ATOL = 1e-3
-
-
-def speechlike(seconds: float, sample_rate: int = 16000, f0: float = 140.0, syllable_hz: float = 3.0,
-               n_harmonics: int = 11, seed: int = 0) -> np.ndarray:
-    """A deterministic voiced, speech-like signal: a harmonic stack with a wobbling pitch under a
-    syllable-rate envelope, plus a little noise. ``(round(seconds * sample_rate),) float32`` in [-1, 1)."""
-    n = int(round(seconds * sample_rate))
-    t = np.arange(n) / sample_rate
-    pitch = f0 * (1.0 + 0.2 * np.sin(2 * np.pi * 1.3 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, n_harmonics + 1))
-    env = 0.5 * (1 - np.cos(2 * np.pi * syllable_hz * t)) * np.hanning(n)
-    noise = np.random.default_rng(seed).standard_normal(n)
-    return (0.2 * voiced * env + 0.003 * noise).astype(np.float32)
 
 
 def torch_logits(model: torch.nn.Module, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -20,18 +20,7 @@ import numpy as np
 from .errors import SerEdgeError
 from .features import extract
 from .recognizer import Recognizer
-
-
-def synthetic_speech(seconds: float, sample_rate: int = 16000) -> np.ndarray:
-    """Deterministic voiced, speech-like test signal (harmonics, moving pitch, syllable envelope).
-    ``(round(seconds * sample_rate),) float32``. Used when no WAV is given."""
-    n = int(round(seconds * sample_rate))
-    t = np.arange(n) / sample_rate
-    phase = 2 * np.pi * np.cumsum(140.0 * (1 + 0.2 * np.sin(2 * np.pi * 1.3 * t))) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.5 * (1 - np.cos(2 * np.pi * 3.0 * t))
-    noise = np.random.default_rng(0).standard_normal(n)
-    return (0.2 * voiced * env + 0.003 * noise).astype(np.float32)
+from .signals import speechlike
 
 
 def peak_rss_mb() -> Optional[float]:
@@ -67,7 +56,7 @@ def cold_start_child(t0: float, args: dict) -> None:
     t1 = time.perf_counter()
     rec = Recognizer.load(args["model"], backend=args["backend"], threads=args["threads"])
     t2 = time.perf_counter()
-    audio = args["wav"] or synthetic_speech(args["seconds"], rec.sample_rate)
+    audio = args["wav"] or speechlike(args["seconds"], rec.sample_rate, taper=False)
     rec.predict(audio)
     t3 = time.perf_counter()
     print(json.dumps({"import_ms": 1e3 * (t1 - t0), "load_ms": 1e3 * (t2 - t1), "first_predict_ms": 1e3 * (t3 - t2),
@@ -98,7 +87,7 @@ def bench(model: str, wav: Optional[str] = None, threads: Sequence[int] = (1,), 
     """Benchmark ``model`` on ``wav`` (or ``seconds`` of synthetic speech). JSON-ready dict."""
     threads = list(threads) or [1]
     rec = Recognizer.load(model, backend=backend, threads=threads[0])
-    y = rec.load_waveform(wav) if wav else synthetic_speech(seconds, rec.sample_rate)
+    y = rec.load_waveform(wav) if wav else speechlike(seconds, rec.sample_rate, taper=False)
     audio_s = len(y) / rec.sample_rate
     feats = extract(y, rec.feature_config)
     lengths = np.array([len(feats)], dtype=np.int64)

@@ -39,9 +39,9 @@ def test_import_runtime_is_light():
 def test_predict_stream_selftest_are_light(models):
     code = f"""
 from ser_edge.runtime import Recognizer
-from ser_edge.runtime.bench import synthetic_speech
+from ser_edge.runtime.signals import speechlike
 from ser_edge.runtime.selftest import run_selftest
-y = synthetic_speech(2.5)
+y = speechlike(2.5, taper=False)
 for name in ("model.onnx", "model.int8.onnx", "model.npz"):
     rec = Recognizer.load({str(models)!r} + "/" + name)
     assert rec.predict(y).label in rec.labels
