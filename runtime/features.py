@@ -315,6 +315,18 @@ def normalise(feats: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return ((feats - mean) / std).astype(np.float32, copy=False)
 
 
+def pad_batch(feats: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Zero-pad at the end of time, as every model expects.
+    ``[(t_i, d)] -> ((b, max t_i, d) float32, (b,) int64 lengths)``."""
+    lengths = np.array([len(f) for f in feats], dtype=np.int64)
+    if lengths.size == 0 or lengths.min() < 1:
+        raise ValueError("every item needs at least one frame")
+    out = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), dtype=np.float32)
+    for i, f in enumerate(feats):
+        out[i, :len(f)] = f
+    return out, lengths
+
+
 def extract(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Model input for one clip: MFCC then normalisation. ``(n_samples,) -> (n_frames, n_mfcc) float32``."""
     return normalise(mfcc(y, cfg), cfg)

@@ -22,7 +22,7 @@ import numpy as np
 from .audio import MAX_RATE, MIN_RATE, AudioError, load_audio, resample
 from .backends import Backend, load_backend
 from .errors import SerEdgeError
-from .features import FeatureConfig, extract
+from .features import FeatureConfig, extract, pad_batch
 from .metadata import ModelMetadata
 
 #: Shortest clip worth classifying: 10 MFCC frames at the default 10 ms hop.
@@ -182,11 +182,7 @@ class Recognizer:
         t1 = time.perf_counter()
         feats = [self.features(y) for y in waves]
         t2 = time.perf_counter()
-        lengths = np.array([len(f) for f in feats], dtype=np.int64)
-        batch = np.zeros((len(feats), int(lengths.max()), self.feature_config.n_mfcc), dtype=np.float32)
-        for i, f in enumerate(feats):
-            batch[i, :len(f)] = f
-        logits = self.logits(batch, lengths)
+        logits = self.logits(*pad_batch(feats))
         t3 = time.perf_counter()
         n = len(audios)
         t1s, t2s, t3s = t0 + (t1 - t0) / n, t0 + (t1 - t0 + t2 - t1) / n, t0 + (t3 - t0) / n

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from ser_edge.runtime.features import FeatureConfig, normalise
+from ser_edge.runtime.features import FeatureConfig, normalise, pad_batch  # noqa: F401  (pad_batch re-exported)
 from ser_edge.runtime.io import atomic_path, atomic_write_json
 
 if TYPE_CHECKING:  # torch and the data layer are imported lazily; type names only here
@@ -207,17 +207,6 @@ def write_metrics(m: Metrics, out_dir: str, stem: str = "metrics", title: str = 
 # ---------------------------------------------------------------------------------------
 # Inference over feature sequences
 # ---------------------------------------------------------------------------------------
-
-def pad_batch(feats: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    """Zero-pad at the end of time. ``[(t_i, d)] -> ((b, max t_i, d) float32, (b,) int64)``."""
-    lengths = np.array([len(f) for f in feats], dtype=np.int64)
-    if lengths.size == 0 or lengths.min() < 1:
-        raise ValueError("every item needs at least one frame")
-    out = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), dtype=np.float32)
-    for i, f in enumerate(feats):
-        out[i, :len(f)] = f
-    return out, lengths
-
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> List[np.ndarray]:
     """Index batches over items sorted by length, so little compute is spent on padding."""
