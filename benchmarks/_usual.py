@@ -57,7 +57,7 @@ class UsualStack:
         self.std = np.asarray(self.fc["std"], dtype=np.float32)
 
     @classmethod
-    def load(cls, checkpoint_path: str) -> "UsualStack":
+    def load(cls, checkpoint_path: str) -> UsualStack:
         """``torch.load`` the checkpoint, rebuild the eager model, load the weights."""
         single_thread_torch()
         payload = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
@@ -68,7 +68,7 @@ class UsualStack:
     def features(self, path: str) -> np.ndarray:
         """``librosa.load`` (resampled to the model rate) + MFCC + normalisation.
         ``-> (n_frames, n_mfcc) float32``."""
-        y, _ = librosa.load(path, sr=self.fc["sample_rate"], mono=True)
+        y, _ = librosa.load(path, sr=self.fc["sample_rate"], mono=True, res_type="soxr_hq")  # librosa's default
         return (librosa_mfcc(y, self.fc) - self.mean) / self.std
 
     def logits(self, feats: np.ndarray) -> np.ndarray:

@@ -10,6 +10,13 @@ and LiteRT with one intra-op thread):
                     vs ``librosa.load`` + ``librosa.feature.mfcc`` + the PyTorch eager model.
 (c) ``cold_start``  fresh interpreter -> first label printed (subprocesses) and peak RSS.
 (d) ``sizes``       model files on disk.
+(e) ``resample``    ``ser_edge.runtime.audio.resample`` vs soxr HQ (librosa's ``soxr_hq``), 3 s of
+                    speech at 8 to 96 kHz -> the model rate, plus a sine sweep of both (passband
+                    ripple, band edge, alias rejection).
+(f) ``hi_rate``     (b) on the same clips as 44.1 / 48 kHz stereo WAVs (temp dir): each pipeline
+                    reads, down-mixes and resamples them its own way.
+(g) ``streaming``   ``listen``'s CPU per second of audio, window mode vs the mode it picks now
+                    (``_stream.py``), every runtime model.
 
 Timed calls are interleaved (pipelines rotate order for every clip and repeat) so a noisy
 neighbour slows all pipelines alike. Warm timings record wall time and the process's CPU time
@@ -19,6 +26,8 @@ ratio is ``reference / this`` (> 1: this one is faster / smaller / lighter). See
 
     python benchmarks/run.py [--model-dir DIR] [--checkpoint PT] [--clips N] [--repeat R]
                              [--cold-repeat C] [--clock cpu|wall] [--json OUT] [--markdown]
+                             [--sections mfcc,resample,end_to_end,hi_rate,streaming,cold_start,sizes]
+                             [--hi-rates 44100,48000]
 """
 
 import os
@@ -145,7 +154,8 @@ def check_same_model(checkpoint: Path, models: Dict[str, Path]) -> Dict[str, Any
 
 def _check_metadata(payload: Dict[str, Any], meta: Any, checkpoint: Path, model: Path) -> None:
     if list(payload["labels"]) != list(meta.labels):
-        raise BenchError(f"{checkpoint} has labels {payload['labels']} but {model} has {meta.labels}: not the same model")
+        raise BenchError(f"{checkpoint} has labels {payload['labels']} but {model} has {meta.labels}: "
+                         "not the same model")
     if FeatureConfig.from_dict(payload["feature_config"]) != meta.feature_config:
         raise BenchError(f"{checkpoint} and {model} carry different feature configs: not the same model")
 
@@ -169,7 +179,8 @@ def synthetic_clips(out_dir: Path, n: int, sample_rate: int) -> List[Path]:
     for i in range(n):
         frac = i / max(n - 1, 1)
         p = out_dir / f"synthetic-{i:03d}.wav"
-        y = speechlike(1.5 + 2.0 * frac, sample_rate, f0=100.0 + 150.0 * ((i * 0.618) % 1.0), seed=i, wobble=0.15, taper=False)
+        y = speechlike(1.5 + 2.0 * frac, sample_rate, f0=100.0 + 150.0 * ((i * 0.618) % 1.0), seed=i,
+                       wobble=0.15, taper=False)
         write_wav(p, y, sample_rate)
         paths.append(p)
     return paths
@@ -316,10 +327,14 @@ def agreement(pipes: List[Pipeline], clips: List[Path]) -> Dict[str, Dict[str, f
 SAME_WEIGHTS_TOL = 1e-2
 
 
-def bench_end_to_end(pipes: List[Pipeline], clips: List[Path], repeat: int, audio_s: float) -> Dict[str, Any]:
+def bench_end_to_end(pipes: List[Pipeline], clips: List[Path], repeat: int, audio_s: float,
+                     same_samples: bool = True) -> Dict[str, Any]:
+    """Warm WAV -> label timings of every pipeline on ``clips``. ``same_samples=False`` for clips
+    that need resampling: ser-edge and soxr resample differently (in the transition band), so the
+    logits differ a little and the same-weights warning would be a false alarm."""
     agree = agreement(pipes, clips)
     for p in pipes:
-        if p.precision == "fp32" and agree[p.name]["max_abs_logit_diff"] > SAME_WEIGHTS_TOL:
+        if same_samples and p.precision == "fp32" and agree[p.name]["max_abs_logit_diff"] > SAME_WEIGHTS_TOL:
             log(f"WARNING: {p.name} differs from PyTorch by up to {agree[p.name]['max_abs_logit_diff']:.3g} "
                 "in the logits: the checkpoint may not hold the exported weights")
     times = interleaved_ms({p.name: p.predict for p in pipes}, [str(c) for c in clips], repeat)
@@ -417,6 +432,127 @@ def _cold_summary(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
             "peak_rss_mb": float(np.median(rss)) if rss else None, "rss_source": runs[-1]["rss_source"],
             "ru_maxrss_mb": float(np.median(maxrss)) if maxrss else None,
             "heavy_modules": runs[-1]["heavy_modules"], "label": runs[-1]["label"]}
+
+
+# ------------------------------------------------------------------------------------------
+# (e) Resampling and (f) high-rate stereo inputs
+# ------------------------------------------------------------------------------------------
+
+#: Input rates of the resampling table (3 s of audio each, to the model rate): the two every
+#: phone and laptop records at first, then the other common ones.
+RESAMPLE_RATES = (48000, 44100, 8000, 11025, 22050, 32000, 88200, 96000)
+RESAMPLE_SECONDS = 3.0
+#: Rates of the stereo WAVs for the high-rate end-to-end tables (``--hi-rates``).
+HI_RATES = (44100, 48000)
+#: Sine-sweep grids (fractions of the output Nyquist): passband tones, and tones that alias
+#: unless the filter removes them (from just above the Nyquist up to the input Nyquist).
+PASSBAND_FLAT_UP_TO = 0.8
+PASSBAND_EDGES = (0.875, 0.95)
+ALIAS_FROM = 1.0125
+
+
+def soxr_hq(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """What ``librosa.load(..., res_type="soxr_hq")`` does to the samples."""
+    import soxr
+
+    return soxr.resample(y, sr_in, sr_out, quality="HQ")
+
+
+def resample_input(waves: List[np.ndarray], sr: int, rate: int, seconds: float) -> np.ndarray:
+    """``seconds`` of real (or synthetic) speech at ``rate``: the clips at ``sr`` joined, cut, and
+    brought to ``rate`` by soxr HQ (so neither side resamples its own output)."""
+    y = np.concatenate(waves)[:int(seconds * sr)]
+    y = np.concatenate([y, np.zeros(max(0, int(seconds * sr) - len(y)), np.float32)])
+    return soxr_hq(y, sr, rate).astype(np.float32)
+
+
+def tone_gain_db(fn: Callable[[np.ndarray, int, int], np.ndarray], rate: int, sr: int, freq: float) -> float:
+    """Output / input level in dB of a 0.5 s sine at ``freq`` resampled from ``rate`` to ``sr`` by ``fn``.
+    Below ``sr / 2``: the gain at ``freq`` (least-squares fit); above: all output power, which is
+    alias (there is nothing else to measure). The 10 % at each end (filter edges) is left out."""
+    n = rate // 2
+    x = 0.5 * np.sin(2 * np.pi * freq * np.arange(n) / rate)
+    y = np.asarray(fn(x.astype(np.float32), rate, sr), dtype=np.float64)
+    k = len(y) // 10
+    y, t = y[k:len(y) - k], np.arange(k, len(y) - k) / sr
+    if freq < sr / 2:
+        basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+        level = float(np.hypot(*np.linalg.lstsq(basis, y, rcond=None)[0]))
+    else:
+        level = float(np.sqrt(2 * np.mean(y ** 2)))
+    return 20 * np.log10(max(level, 1e-12) / 0.5)
+
+
+def resample_quality(fn: Callable[[np.ndarray, int, int], np.ndarray], rate: int, sr: int) -> Dict[str, float]:
+    """Sine sweep of one downsampler: passband ripple (max |gain| up to 80 % of the new Nyquist),
+    the gain at 87.5 % and 95 % of it, and the alias rejection (the smallest attenuation of any
+    tone from 101.25 % of the new Nyquist up to the input's)."""
+    nyq = sr / 2
+    flat = [tone_gain_db(fn, rate, sr, f) for f in np.linspace(0.01 * nyq, PASSBAND_FLAT_UP_TO * nyq, 33)]
+    edges = [tone_gain_db(fn, rate, sr, e * nyq) for e in PASSBAND_EDGES]
+    alias = [tone_gain_db(fn, rate, sr, f) for f in np.linspace(ALIAS_FROM * nyq, 0.98 * rate / 2, 40)]
+    return {"passband_ripple_db": float(np.max(np.abs(flat))),
+            **{f"gain_db_at_{e:g}_nyquist": g for e, g in zip(PASSBAND_EDGES, edges)},
+            "alias_rejection_db": float(-np.max(alias))}
+
+
+def bench_resample(waves: List[np.ndarray], sr: int, repeat: int) -> Dict[str, Any]:
+    """ser-edge ``resample`` vs soxr HQ on the same 3 s inputs, every rate in RESAMPLE_RATES -> ``sr``;
+    plus the sine-sweep quality of both for the downsampling rates."""
+    from ser_edge.runtime.audio import resample
+
+    rows = []
+    for rate in RESAMPLE_RATES:
+        y = resample_input(waves, sr, rate, RESAMPLE_SECONDS)
+        ours, ref = resample(y, rate, sr), soxr_hq(y, rate, sr)
+        n = min(len(ours), len(ref))
+        diff = float(np.sqrt(np.mean((ours[:n] - ref[:n]) ** 2) / np.mean(ref[:n] ** 2)))
+        times = interleaved_ms({"ser-edge": lambda x, rate=rate: resample(x, rate, sr),
+                                "soxr HQ": lambda x, rate=rate: soxr_hq(x, rate, sr)}, [y], max(20, 4 * repeat))
+        t_ours, t_ref = timing(**times["ser-edge"]), timing(**times["soxr HQ"])
+        row = {"rate": rate, "seconds": RESAMPLE_SECONDS, "ser-edge": t_ours, "soxr HQ": t_ref,
+               "ratio_soxr_over_ser_edge": ratios(t_ref, t_ours), "rel_rms_diff_vs_soxr": diff}
+        if rate > sr:
+            row["quality"] = {"ser-edge": resample_quality(resample, rate, sr),
+                              "soxr HQ": resample_quality(soxr_hq, rate, sr)}
+        rows.append(row)
+    return {"to_rate": sr, "rows": rows}
+
+
+def write_stereo_wav(path: Path, left: np.ndarray, right: np.ndarray, rate: int) -> None:
+    """16-bit PCM stereo WAV (the runtime's ``write_wav`` is mono only)."""
+    import wave
+
+    pcm = np.clip(np.stack([left, right], axis=1), -1.0, 1.0 - 1.0 / 32768)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((pcm * 32768.0).astype("<i2").tobytes())
+
+
+def hi_rate_clips(clips: List[Path], waves: List[np.ndarray], sr: int, rate: int, workdir: Path) -> List[Path]:
+    """The benchmark clips as ``rate`` stereo WAVs in ``workdir`` (a temp dir; nothing is copied
+    into the repository): brought up from ``sr`` with soxr HQ; the right channel is the left one
+    slightly quieter and 0.1 ms later, as from a second microphone."""
+    paths = []
+    for clip, y in zip(clips, waves):
+        left = soxr_hq(y, sr, rate)
+        delay = int(round(1e-4 * rate))
+        right = 0.8 * np.concatenate([np.zeros(delay, left.dtype), left[:len(left) - delay]])
+        path = workdir / f"{clip.stem}-{rate}-stereo.wav"
+        write_stereo_wav(path, left, right, rate)
+        paths.append(path)
+    return paths
+
+
+def bench_streaming(pipes: List[Pipeline], waves: List[np.ndarray], sr: int, repeat: int) -> Dict[str, Any]:
+    """(g) ``listen``'s CPU per second of audio, every runtime model: the window mode (each 2 s
+    window featurised and classified whole at every 0.5 s hop) against the mode ``listen`` picks
+    now, the clips streamed back to back (``benchmarks/_stream.py``)."""
+    from _stream import bench_stream
+
+    return bench_stream({p.name: Path(p.model) for p in pipes if p.kind == "runtime"}, waves, sr, repeat)
 
 
 # ------------------------------------------------------------------------------------------
@@ -542,6 +678,11 @@ def headline_table(res: Dict[str, Any]) -> Table:
          f"{fmt_bytes(sizes['checkpoint']['bytes'])} (checkpoint)",
          fmt_ratio(size["ratio_vs_checkpoint"], "smaller", "larger")],
     ]
+    for rate, hi in res.get("hi_rate", {}).items():
+        h = next(r for r in hi["pipelines"] if r["pipeline"] == head["pipeline"])
+        rows.insert(2, [f"WAV → label, {int(rate) / 1000:g} kHz stereo ({CLOCK_NAME[clock]})", fmt_ms(med(h, clock)),
+                        fmt_ms(med(hi["pipelines"][0], clock)),
+                        fmt_ratio(h["ratio_vs_reference"][clock], "faster", "slower")])
     title = f"ser-edge runtime ({head['pipeline'].replace('ser-edge ', '', 1)}) vs {REFERENCE}"
     return title, ["", "ser-edge", REFERENCE, "ratio"], rows
 
@@ -589,8 +730,70 @@ def sizes_table(res: Dict[str, Any]) -> Table:
     return "Model size on disk", ["artifact", "file", "size", "vs checkpoint"], rows
 
 
+def resample_table(res: Dict[str, Any]) -> Table:
+    r, clock = res["resample"], res["clock"]
+    rows = []
+    for row in r["rows"]:
+        q = row.get("quality")
+
+        def qual(key: str, fmt: str, q: Optional[Dict[str, Any]] = q) -> str:
+            return " / ".join(fmt.format(q[k][key]) for k in ("ser-edge", "soxr HQ")) if q else "-"
+
+        rows.append([f"{row['rate'] / 1000:g} kHz", fmt_ms(med(row["ser-edge"], clock)),
+                     fmt_ms(med(row["soxr HQ"], clock)),
+                     fmt_ratio(row["ratio_soxr_over_ser_edge"][clock], "faster", "slower"),
+                     qual("passband_ripple_db", "±{:.3f}"), qual("gain_db_at_0.95_nyquist", "{:.1f}"),
+                     qual("alias_rejection_db", "{:.0f}")])
+    sr = r["to_rate"]
+    return (f"Resampling {RESAMPLE_SECONDS:g} s of speech to {sr / 1000:g} kHz ({CLOCK_NAME[clock]}; quality from sine "
+            f"sweeps, ser-edge / soxr HQ, downsampling rates)",
+            ["input rate", "ser-edge resample", "soxr HQ", "ser-edge vs soxr HQ",
+             f"ripple ≤ {PASSBAND_FLAT_UP_TO * sr / 2000:g} kHz (dB)", f"gain at {0.95 * sr / 2000:g} kHz (dB)",
+             f"alias rejection ≥ {ALIAS_FROM * sr / 2000:g} kHz (dB)"], rows)
+
+
+def hi_rate_tables(res: Dict[str, Any]) -> List[Table]:
+    out = []
+    for rate, hi in res.get("hi_rate", {}).items():
+        title, header, rows = end_to_end_table({"clock": res["clock"], "end_to_end": hi})
+        out.append((f"{title}: {int(rate) / 1000:g} kHz stereo WAVs (each side resamples: ser-edge its own "
+                    f"resampler, librosa.load soxr_hq)", header, rows))
+    return out
+
+
+def streaming_table(res: Dict[str, Any]) -> Table:
+    st = res["streaming"]
+    rows = []
+    for r in st["rows"]:
+        rows.append([r["model"], f"{r['window_cpu_ms_per_audio_s']:.2f} ms", r["mode"],
+                     f"{r['mode_cpu_ms_per_audio_s']:.2f} ms", fmt_ratio(r["ratio"], "less", "more"),
+                     "-" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.0f}%"])
+        if "two_states_ratio" in r:
+            rows.append([r["model"], "", "stateful, 2 states", f"{r['two_states_cpu_ms_per_audio_s']:.2f} ms",
+                         fmt_ratio(r["two_states_ratio"], "less", "more"),
+                         f"{100 * r['two_states_label_agreement']:.0f}%"])
+    return (f"Streaming (listen): CPU per second of audio, {st['window_s']:g} s window, {st['hop_s']:g} s hop, "
+            f"{st['audio_s']:.0f} s of speech streamed",
+            ["model", "window mode (before)", "listen's mode", "CPU, that mode", "vs window mode",
+             "same labels as window mode"], rows)
+
+
+#: Everything ``--sections`` can pick; cold_start needs end_to_end (the warm labels).
+SECTIONS = ("mfcc", "resample", "end_to_end", "hi_rate", "streaming", "cold_start", "sizes")
+HEADLINE_NEEDS = ("mfcc", "end_to_end", "cold_start", "sizes")
+
+
 def tables(res: Dict[str, Any]) -> List[Table]:
-    return [headline_table(res), mfcc_table(res), end_to_end_table(res), cold_start_table(res), sizes_table(res)]
+    """The tables of the sections present (the headline only when all it quotes ran)."""
+    out = [headline_table(res)] if all(k in res for k in HEADLINE_NEEDS) else []
+    out += [mfcc_table(res)] if "mfcc" in res else []
+    out += [resample_table(res)] if "resample" in res else []
+    out += [end_to_end_table(res)] if "end_to_end" in res else []
+    out += hi_rate_tables(res)
+    out += [streaming_table(res)] if "streaming" in res else []
+    out += [cold_start_table(res)] if "cold_start" in res else []
+    out += [sizes_table(res)] if "sizes" in res else []
+    return out
 
 
 def describe(res: Dict[str, Any]) -> str:
@@ -600,7 +803,8 @@ def describe(res: Dict[str, Any]) -> str:
            else "synthetic speech-like clips (RAVDESS not found)")
     load = meta["loadavg_start"]
     return (f"{c['n']} {src}, median {c['median_audio_s']:.2f} s; {res['repeat']} timed runs per clip and pipeline "
-            f"(warm, interleaved), {res['cold_start']['repeat']} cold starts per pipeline; one thread everywhere; "
+            f"(warm, interleaved), {res['cold_start']['repeat'] if 'cold_start' in res else 0} cold starts per "
+            "pipeline; one thread everywhere; "
             f"medians; CPU = user + system time of the process, ratios of warm timings use {CLOCK_NAME[res['clock']]}. "
             f"{meta['cpu']}, {meta['cpu_count']} cores"
             + (f", load average {load[0]:.1f} at start" if load else "")
@@ -652,6 +856,8 @@ class Settings:
     data: Path
     synthetic: bool
     clock: str = "cpu"
+    sections: Tuple[str, ...] = SECTIONS
+    hi_rates: Tuple[int, ...] = HI_RATES
 
 
 def load_clips(s: Settings, sample_rate: int, workdir: Path) -> Tuple[str, List[Path]]:
@@ -680,18 +886,37 @@ def run(s: Settings, workdir: Path) -> Dict[str, Any]:
     durations = [len(y) / sr for y in waves]
     audio_s = float(np.median(durations))
 
-    log(f"(a) MFCC: numpy vs librosa on {len(clips)} {source} clips x {s.repeat}")
-    mfcc_res = bench_mfcc(waves, fc, s.repeat)
-    log("(b) end to end: loading pipelines")
-    runtime, skipped = runtime_pipelines(models)
-    pipes = [usual_pipeline(checkpoint)] + runtime
-    log(f"(b) end to end: {len(pipes)} pipelines x {len(clips)} clips x {s.repeat}")
-    e2e = bench_end_to_end(pipes, clips, s.repeat, audio_s)
-    warm_labels = {r["pipeline"]: r["labels"][0] for r in e2e["pipelines"]}
-    log(f"(c) cold start: {len(pipes)} pipelines x {s.cold_repeat} new processes (+{s.cold_warmup} warm-up)")
-    cold = bench_cold_start(pipes, clips[0], s.cold_repeat, s.cold_warmup, warm_labels)
-    log("(d) sizes")
-    sizes = bench_sizes(models, checkpoint)
+    out: Dict[str, Any] = {}
+    if "mfcc" in s.sections:
+        log(f"(a) MFCC: numpy vs librosa on {len(clips)} {source} clips x {s.repeat}")
+        out["mfcc"] = bench_mfcc(waves, fc, s.repeat)
+    if "resample" in s.sections:
+        log(f"(e) resampling: {len(RESAMPLE_RATES)} rates -> {sr} Hz, ser-edge vs soxr HQ, + sine sweeps")
+        out["resample"] = bench_resample(waves, sr, s.repeat)
+    skipped: List[Dict[str, str]] = []
+    if {"end_to_end", "hi_rate", "streaming"} & set(s.sections):
+        log("(b) end to end: loading pipelines")
+        runtime, skipped = runtime_pipelines(models)
+        pipes = [usual_pipeline(checkpoint)] + runtime
+    if "end_to_end" in s.sections:
+        log(f"(b) end to end: {len(pipes)} pipelines x {len(clips)} clips x {s.repeat}")
+        out["end_to_end"] = bench_end_to_end(pipes, clips, s.repeat, audio_s)
+    if "hi_rate" in s.sections:
+        out["hi_rate"] = {}
+        for rate in s.hi_rates:
+            log(f"(f) end to end on {rate} Hz stereo WAVs: {len(pipes)} pipelines x {len(clips)} clips x {s.repeat}")
+            out["hi_rate"][str(rate)] = bench_end_to_end(pipes, hi_rate_clips(clips, waves, sr, rate, workdir),
+                                                         s.repeat, audio_s, same_samples=False)
+    if "streaming" in s.sections:
+        log(f"(g) streaming: {len(pipes) - 1} runtime models, window mode vs listen's mode, {len(clips)} clips")
+        out["streaming"] = bench_streaming(pipes, waves, sr, min(s.repeat, 3))
+    if "cold_start" in s.sections:
+        warm_labels = {r["pipeline"]: r["labels"][0] for r in out["end_to_end"]["pipelines"]}
+        log(f"(c) cold start: {len(pipes)} pipelines x {s.cold_repeat} new processes (+{s.cold_warmup} warm-up)")
+        out["cold_start"] = bench_cold_start(pipes, clips[0], s.cold_repeat, s.cold_warmup, warm_labels)
+    if "sizes" in s.sections:
+        log("(d) sizes")
+        out["sizes"] = bench_sizes(models, checkpoint)
     return {
         "meta": {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                  "machine": platform.machine(), "system": platform.system(), "cpu": cpu_model(),
@@ -705,7 +930,7 @@ def run(s: Settings, workdir: Path) -> Dict[str, Any]:
         "repeat": s.repeat, "clock": s.clock,
         "ratio_convention": "reference / this: > 1 means this is faster, smaller or uses less memory; "
                             "timings have wall_ms and cpu_ms (process user + system time), ratios both",
-        "mfcc": mfcc_res, "end_to_end": e2e, "cold_start": cold, "sizes": sizes, "skipped": skipped,
+        "sections": list(s.sections), **out, "skipped": skipped,
     }
 
 
@@ -729,14 +954,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[Settings, Path, bo
                          "machine; default) or wall")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"JSON output (default {DEFAULT_JSON})")
     ap.add_argument("--markdown", action="store_true", help="also print the tables as Markdown for the README")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; cold_start adds end_to_end)")
+    ap.add_argument("--hi-rates", default=",".join(map(str, HI_RATES)),
+                    help="rates (Hz) of the stereo WAVs for the hi_rate section (default 44100,48000)")
     a = ap.parse_args(argv)
+    sections = [x.strip() for x in a.sections.split(",") if x.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown or not sections:
+        ap.error(f"--sections: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SECTIONS)}")
+    if "cold_start" in sections:
+        sections.append("end_to_end")
+    try:
+        hi_rates = tuple(int(x) for x in a.hi_rates.split(",") if x.strip())
+    except ValueError:
+        ap.error(f"--hi-rates: expected integers like 44100,48000, got {a.hi_rates!r}")
+    if not hi_rates or not all(8000 <= r <= 384000 for r in hi_rates):
+        ap.error("--hi-rates: rates must be in 8000..384000 Hz")
     for opt in ("clips", "repeat", "cold_repeat"):
         if getattr(a, opt) < 1:
             ap.error(f"--{opt.replace('_', '-')} must be at least 1")
     if a.cold_warmup < 0:
         ap.error("--cold-warmup must be at least 0")
     settings = Settings(a.model_dir.resolve(), a.checkpoint.resolve() if a.checkpoint else None, a.name, a.clips,
-                        a.repeat, a.cold_repeat, a.cold_warmup, a.data, a.synthetic, a.clock)
+                        a.repeat, a.cold_repeat, a.cold_warmup, a.data, a.synthetic, a.clock,
+                        tuple(x for x in SECTIONS if x in sections), hi_rates)
     return settings, a.json, a.markdown
 
 

@@ -20,6 +20,6 @@ class GateFailure(ExportError):
     """An artifact is structurally valid but its parity with PyTorch fp32 is outside the gates.
     Carries the full :class:`ExportReport` so callers can still print the table."""
 
-    def __init__(self, message: str, report: "ExportReport | Any" = None):
+    def __init__(self, message: str, report: ExportReport | Any = None):
         super().__init__(message)
         self.report = report

@@ -7,6 +7,14 @@ a second export in the same process, silently froze the time axis to the example
 *check* the axes after export rather than trust either exporter. torch 2.13 warns that the
 legacy exporter is deprecated; we leave that warning alone.
 
+BatchNorm (res_lstm_att, conv_lstm) exports in eval mode as ``MaskedBatchNorm.affine()``: the
+constant folder turns the running statistics into one ``Mul`` + ``Add`` per norm (a transpose
+sits between conv_lstm's ``Conv`` and its norm, so onnxruntime cannot fuse them; the cost is
+O(time x channels), negligible next to the LSTM). conv_lstm's blocks must be native ``Conv``
+ops (checked); dynamic int8 turns them into ``ConvInteger`` and the LSTMs into
+``DynamicQuantizeLSTM``. stats_linear has no LSTM (masked mean/std pooling, then a ``Gemm``
+head): its int8 graph quantises that head, rewritten to ``MatMul`` first (:func:`gemm_to_matmul`).
+
 Graph contract (see :mod:`ser_edge.runtime.metadata`): inputs ``features`` ``(batch, time,
 n_mfcc) float32`` and ``lengths`` ``(batch,) int64``, output ``logits`` ``(batch, n_classes)
 float32``; the :class:`ModelMetadata` props live in ``metadata_props``.
@@ -14,12 +22,14 @@ float32``; the :class:`ModelMetadata` props live in ``metadata_props``.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
 
+from ser_edge.runtime.backends.onnxruntime_backend import STATE_INPUTS, STATE_OUTPUTS, STATEFUL_PROP
 from ser_edge.runtime.metadata import INPUT_FEATURES, INPUT_LENGTHS, OUTPUT_LOGITS, ModelMetadata
 
 from .common import example_inputs
@@ -37,7 +47,7 @@ DYNAMIC_AXES: Dict[str, Dict[int, str]] = {
 def export_onnx(model: torch.nn.Module, metadata: ModelMetadata, path: str, n_lstm: int) -> None:
     """Export fp32 ``model`` to ``path`` and check it. ``n_lstm``: LSTM layers expected in the
     graph (layers x stacks). Raises :class:`ExportError` when a check fails."""
-    features, lengths = example_inputs(metadata.feature_config.n_mfcc)
+    features, lengths = example_inputs(metadata.feature_config.n_features)
     torch.onnx.export(model, (features, lengths), path, dynamo=False, opset_version=OPSET,
                       input_names=[INPUT_FEATURES, INPUT_LENGTHS], output_names=[OUTPUT_LOGITS],
                       dynamic_axes=DYNAMIC_AXES, do_constant_folding=True)
@@ -45,7 +55,8 @@ def export_onnx(model: torch.nn.Module, metadata: ModelMetadata, path: str, n_ls
 
     proto = onnx.load(path)
     check_symbolic_axes(proto, path)
-    check_ops(proto, path, {"LSTM": n_lstm})
+    # conv_lstm: its convolutions must stay native Conv ops over the symbolic time axis
+    check_ops(proto, path, {"LSTM": n_lstm, "Conv": conv_count(metadata.model_config)})
     set_metadata(proto, metadata)
     onnx.save(proto, path)
     check_model_file(path)
@@ -53,16 +64,66 @@ def export_onnx(model: torch.nn.Module, metadata: ModelMetadata, path: str, n_ls
 
 def quantize_onnx(src: str, dst: str, n_lstm: int) -> None:
     """Dynamic int8 quantisation of ``src`` into ``dst`` (weights int8 per channel, activations
-    quantised at run time). Every ``LSTM`` must become ``DynamicQuantizeLSTM``. Metadata is set
-    by the caller afterwards (quantize_dynamic does not promise to keep ``metadata_props``)."""
+    quantised at run time). Every ``LSTM`` must become ``DynamicQuantizeLSTM``. A graph without
+    LSTMs (``n_lstm == 0``: stats_linear) has its ``Gemm`` heads rewritten to ``MatMul`` + ``Add``
+    first (:func:`gemm_to_matmul`), since onnxruntime's dynamic int8 has no ``Gemm`` kernel and
+    would otherwise quantise nothing; each must become ``MatMulInteger``. Metadata is set by the
+    caller afterwards (quantize_dynamic does not promise to keep ``metadata_props``)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
-    import onnx
-
+    expected = {"DynamicQuantizeLSTM": n_lstm, "LSTM": 0}
+    tmp = None
+    if n_lstm == 0:
+        proto = onnx.load(src)
+        n_gemm = gemm_to_matmul(proto, src)
+        if n_gemm == 0:
+            raise ExportError(f"{src}: no LSTM and no Gemm: dynamic int8 would quantise nothing")
+        tmp = f"{dst}.gemm.onnx"
+        onnx.save(proto, tmp)
+        src, expected = tmp, {**expected, "Gemm": 0, "MatMulInteger": n_gemm}
+    try:
+        quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
     proto = onnx.load(dst)
     check_symbolic_axes(proto, dst)
-    check_ops(proto, dst, {"DynamicQuantizeLSTM": n_lstm, "LSTM": 0})
+    check_ops(proto, dst, expected)
+
+
+def gemm_to_matmul(proto, source: str) -> int:
+    """Rewrite every ``Gemm`` (``Linear``: ``alpha = beta = 1``, ``transA = 0``, constant ``B``)
+    of ``proto`` in place into ``MatMul(A, B')`` + ``Add(C)`` with ``B'`` stored pre-transposed,
+    the same arithmetic in the form onnxruntime's dynamic int8 quantises. Returns the count.
+    Raises :class:`ExportError` for a ``Gemm`` of another form."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes, count = [], 0
+    for node in proto.graph.node:
+        if node.op_type != "Gemm":
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0) \
+                or node.input[1] not in inits or len(node.input) != 3:
+            raise ExportError(f"{source}: Gemm {node.name!r} is not a plain Linear ({attrs}); cannot quantise it")
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        weight = weight.T if attrs.get("transB", 0) else weight  # (in, out) for A @ B
+        name = f"{node.input[1]}__matmul"
+        proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), name))
+        product = f"{node.output[0]}__matmul"
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=f"{node.name}_MatMul"))
+        nodes.append(helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_Add"))
+        count += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {i for n in proto.graph.node for i in n.input}
+    kept = [t for t in proto.graph.initializer if t.name in used]  # the untransposed copies go
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return count
 
 
 def write_metadata(path: str, metadata: ModelMetadata) -> None:
@@ -131,7 +192,8 @@ def check_model_file(path: str) -> None:
 
 
 class OnnxRunner:
-    """onnxruntime session on one thread (the device default; also makes latencies comparable)."""
+    """onnxruntime session on one thread (the device default; also makes latencies comparable).
+    A stateful graph (:func:`export_stream_onnx`) runs from zero state, like the plain model."""
 
     def __init__(self, path: str, threads: int = 1):
         import onnxruntime as ort
@@ -143,29 +205,121 @@ class OnnxRunner:
             self.session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph, ...)
             raise ExportError(f"{path}: onnxruntime cannot load it: {str(e).splitlines()[0]}") from None
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        # (num_layers, hidden) of a stateful graph's h0 (axes: layers, batch, hidden), else None
+        self.state = (shapes[STATE_INPUTS[0]][0], shapes[STATE_INPUTS[0]][2]) if STATE_INPUTS[0] in shapes else None
 
     def __call__(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``(B, T, F) float32, (B,) int64 -> (B, C) float32``."""
-        return self.session.run([OUTPUT_LOGITS], {
-            INPUT_FEATURES: np.ascontiguousarray(features, dtype=np.float32),
-            INPUT_LENGTHS: np.ascontiguousarray(lengths, dtype=np.int64),
-        })[0]
+        feeds = {INPUT_FEATURES: np.ascontiguousarray(features, dtype=np.float32),
+                 INPUT_LENGTHS: np.ascontiguousarray(lengths, dtype=np.int64)}
+        if self.state is not None:
+            zeros = np.zeros((self.state[0], len(features), self.state[1]), dtype=np.float32)
+            feeds.update({STATE_INPUTS[0]: zeros, STATE_INPUTS[1]: zeros})
+        return self.session.run([OUTPUT_LOGITS], feeds)[0]
 
 
-def op_types(path: str) -> List[str]:
-    """Sorted distinct op types of an ONNX file (for reports and tests)."""
+class StatefulLSTM(torch.nn.Module):
+    """An ``LSTMClassifier`` with its LSTM state as graph inputs and outputs, for streaming:
+    ``(features, lengths, h0, c0) -> (logits, hn, cn)``. ``logits`` reads each item's last valid
+    frame like the plain model; ``hn``/``cn`` are the state after *all* ``time`` frames (a stream
+    feeds only valid frames)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.lstm, self.head = model.lstm, model.head
+
+    def forward(self, features, lengths, h0, c0):
+        out, (hn, cn) = self.lstm(features, (h0, c0))
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.size(-1))
+        return self.head(out.gather(1, last).squeeze(1)), hn, cn
+
+
+#: Symbolic axes of the stateful graph: the plain graph's plus the state's batch axis.
+STREAM_DYNAMIC_AXES: Dict[str, Dict[int, str]] = {
+    **DYNAMIC_AXES, **{name: {1: "batch"} for name in STATE_INPUTS + STATE_OUTPUTS}}
+
+
+def export_stream_onnx(model: torch.nn.Module, metadata: ModelMetadata, path: str) -> None:
+    """Export the stateful variant (:class:`StatefulLSTM`) of an ``lstm`` ``model`` to ``path``
+    and check it: native ``LSTM`` ops, symbolic batch/time axes, and stepping it over a sequence
+    in two chunks gives the plain model's logits. Raises :class:`ExportError`."""
+    if getattr(model, "cfg", None) is None or model.cfg.arch != "lstm":
+        raise ExportError("only unidirectional lstm models have a stateful variant")
+    wrapper = StatefulLSTM(model).eval()
+    features, lengths = example_inputs(metadata.feature_config.n_features)
+    state = torch.zeros(model.cfg.num_layers, features.shape[0], model.cfg.hidden_size)
+    torch.onnx.export(wrapper, (features, lengths, state, state), path, dynamo=False, opset_version=OPSET,
+                      input_names=[INPUT_FEATURES, INPUT_LENGTHS, *STATE_INPUTS],
+                      output_names=[OUTPUT_LOGITS, *STATE_OUTPUTS],
+                      dynamic_axes=STREAM_DYNAMIC_AXES, do_constant_folding=True)
     import onnx
 
-    return sorted({n.op_type for n in onnx.load(path).graph.node})
+    proto = onnx.load(path)
+    check_symbolic_axes(proto, path)
+    check_ops(proto, path, {"LSTM": model.cfg.num_layers})
+    write_stream_metadata(proto, metadata, model.cfg.num_layers, model.cfg.hidden_size)
+    onnx.save(proto, path)
+    check_model_file(path)
+    check_stepping(model, path)
+
+
+def write_stream_metadata(proto, metadata: ModelMetadata, num_layers: int, hidden_size: int) -> None:
+    """The plain model's props plus :data:`STATEFUL_PROP` (the state's shape)."""
+    set_metadata(proto, metadata)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = STATEFUL_PROP, json.dumps({"num_layers": num_layers, "hidden_size": hidden_size})
+
+
+def quantize_stream_onnx(src: str, dst: str, metadata: ModelMetadata, num_layers: int, hidden_size: int) -> None:
+    """Dynamic int8 of the stateful graph (as :func:`quantize_onnx`), with ``metadata`` + state shape."""
+    quantize_onnx(src, dst, num_layers)
+    import onnx
+
+    proto = onnx.load(dst)
+    write_stream_metadata(proto, metadata, num_layers, hidden_size)
+    onnx.save(proto, dst)
+    check_model_file(dst)
+
+
+def check_stepping(model: torch.nn.Module, path: str, atol: float = 1e-4) -> None:
+    """The stateful graph stepped over a sequence in two chunks (state carried) must give the
+    PyTorch model's logits for the whole sequence."""
+    from ser_edge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    stepper = OnnxRuntimeBackend(path).stepper()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 23, stepper.n_features, generator=g)
+    with torch.no_grad():
+        ref = model(x, torch.tensor([23, 23])).numpy()
+    state = stepper.zero_state(2)
+    _, state = stepper.step(x[:, :9].numpy(), state)
+    logits, _ = stepper.step(x[:, 9:].numpy(), state)
+    if not np.allclose(logits, ref, atol=atol):
+        raise ExportError(f"{path}: stepping the stateful graph differs from the model "
+                          f"(max |diff| {np.abs(logits - ref).max():.2e} > {atol})")
 
 
 def lstm_count(arch: str, num_layers: int) -> int:
-    """LSTM ops the legacy exporter emits: one per layer per stack."""
+    """LSTM ops the legacy exporter emits: one per layer per stack (res_lstm_att: always two
+    single-layer LSTMs, whatever ``num_layers`` says; stats_linear: none)."""
+    if arch == "stats_linear":
+        return 0
+    if arch == "res_lstm_att":
+        return 2
     return num_layers * (2 if arch == "attn_bilstm" else 1)
+
+
+def conv_count(model_config: Dict[str, object]) -> int:
+    """``Conv`` ops expected for a ``ModelConfig.to_dict()``: conv_lstm's blocks, else none."""
+    if model_config.get("arch") != "conv_lstm":
+        return 0
+    layers = model_config.get("conv_layers")
+    return layers if isinstance(layers, int) else 0
 
 
 __all__: Sequence[str] = (
     "OPSET", "DYNAMIC_AXES", "export_onnx", "quantize_onnx", "write_metadata", "set_metadata",
     "read_metadata_props", "check_symbolic_axes", "check_ops", "check_model_file", "OnnxRunner",
-    "op_types", "lstm_count",
+    "lstm_count", "conv_count", "gemm_to_matmul",
 )

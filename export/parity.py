@@ -43,7 +43,7 @@ LATENCY_REPEATS = 7
 
 @dataclass
 class EvalSet:
-    """Held-out clips as model input. ``features[i]``: ``(T_i, n_mfcc) float32`` (normalised);
+    """Held-out clips as model input. ``features[i]``: ``(T_i, n_features) float32`` (normalised);
     ``labels``: ``(n,) int64`` class ids; ``waveform``: optional clip for the embedded self-test."""
 
     features: List[np.ndarray]
@@ -58,7 +58,7 @@ class EvalSet:
         if not self.features or len(self.features) != len(self.labels):
             raise ExportError(f"held-out set {self.source!r}: needs >= 1 clip and one label per clip")
         if any(f.ndim != 2 or f.shape[0] < 1 for f in self.features):
-            raise ExportError(f"held-out set {self.source!r}: every clip must be (n_frames >= 1, n_mfcc)")
+            raise ExportError(f"held-out set {self.source!r}: every clip must be (n_frames >= 1, n_features)")
 
     def describe(self) -> Dict[str, object]:
         lengths = [f.shape[0] for f in self.features]
@@ -225,7 +225,6 @@ class ArtifactResult:
     gate: str = "n/a"  # "pass" | "fail" | "n/a" (not evaluated, or a sidecar)
     role: str = "model"  # or "metadata sidecar" (TFLite's .json)
     failures: List[str] = field(default_factory=list)
-    note: str = ""
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -251,7 +250,9 @@ def compare(result: ArtifactResult, logits: np.ndarray, ref_logits: np.ndarray, 
 
 def gate_failures(r: ArtifactResult) -> List[str]:
     """Why ``r`` fails its precision's gate (empty when it passes)."""
-    out = []
+    out: List[str] = []
+    if r.max_abs_diff is None or r.top1_agreement is None or r.weighted_f1_delta is None:
+        return ["not evaluated"]
     if r.precision == "fp32":
         if not r.max_abs_diff <= GATES["fp32_max_abs_diff"]:  # `not <=` also catches NaN
             out.append(f"max |logit diff| {r.max_abs_diff:.3g} > {GATES['fp32_max_abs_diff']:g}")
@@ -289,6 +290,4 @@ def format_table(ref: ReferenceResult, results: Sequence[ArtifactResult]) -> str
     for r in results:
         for msg in r.failures:
             lines.append(f"  {r.name}: {msg}")
-        if r.note and r.role == "model":
-            lines.append(f"  {r.name}: {r.note}")
     return "\n".join(lines)

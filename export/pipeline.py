@@ -4,8 +4,15 @@ Every artifact is built in a private staging directory inside ``out_dir``, check
 (structure, metadata round trip), evaluated against PyTorch fp32 on a held-out set, and only
 then moved to its final name with an atomic rename. A failed check raises :class:`ExportError`
 and a failed gate :class:`GateFailure`; either way no model reaches its final path and the
-staging directory is removed. ``parity.json`` (written atomically) records the comparison, also
-when a gate failed.
+staging directory is removed.
+
+Publishing is all or nothing: ``parity.json`` is written into the staging directory with the
+models, a ``COMMITTED`` marker is written there, the old ``parity.json`` is removed, the models
+are renamed into place and ``parity.json`` last. A run killed in between is completed by the
+next ``export_all`` into the same directory (the marker says the staged set passed); a staging
+directory without the marker, left by a killed run, is deleted then, as are stale temp files of
+atomic writes (``ser_edge.runtime.io``). A failed gate writes its report to
+``parity.failed.json`` and leaves an earlier good export's ``parity.json`` (and models) alone.
 
 Files: ``model.onnx``, ``model.int8.onnx``, ``model.ts``, ``model.int8.ts``, ``model.npz``,
 (``model.tflite``, ``model.int8.tflite`` + ``.json`` sidecars), ``parity.json``.
@@ -13,7 +20,7 @@ Files: ``model.onnx``, ``model.int8.onnx``, ``model.ts``, ``model.int8.ts``, ``m
 
 from __future__ import annotations
 
-import importlib
+import functools
 import importlib.util
 import json
 import os
@@ -21,25 +28,51 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import ser_edge
 from ser_edge.checkpoint import Checkpoint, load_checkpoint
-from ser_edge.runtime.io import atomic_write_json
-from ser_edge.runtime.metadata import ModelMetadata
+from ser_edge.runtime.backends.numpy_lstm import NumpyLSTMBackend
+from ser_edge.runtime.io import atomic_write_json, check_output_dir, remove_stale_temps, stale_temps, temp_prefix
+from ser_edge.runtime.metadata import ModelMetadata, SelfTest
 
 from . import numpy_export, onnx_export, torchscript_export
-from .common import (SELFTEST_SECONDS, build_metadata, int8_selftest, make_selftest, selftest_input,
-                     speechlike, torch_logits, torch_threads, verify_props)
+from .common import (
+    SELFTEST_SECONDS,
+    build_metadata,
+    int8_selftest,
+    make_selftest,
+    selftest_input,
+    speechlike,
+    torch_logits,
+    torch_threads,
+    verify_props,
+)
 from .errors import ExportError, GateFailure
-from .parity import (GATES, ArtifactResult, EvalSet, ReferenceResult, Runner, compare,
-                     eval_set_from_utterances, format_table, label_scores, latency_ms, run_clips,
-                     synthetic_eval_set)
+from .notices import Notice, collect_warnings
+from .parity import (
+    GATES,
+    ArtifactResult,
+    EvalSet,
+    ReferenceResult,
+    Runner,
+    compare,
+    eval_set_from_utterances,
+    format_table,
+    label_scores,
+    latency_ms,
+    run_clips,
+    synthetic_eval_set,
+)
 
 FORMATS = ("onnx", "torchscript", "numpy", "tflite")
 DEFAULT_FORMATS = ("onnx", "torchscript", "numpy")
 PARITY_FILE = "parity.json"
-NUMPY_BACKEND_MODULE = "ser_edge.runtime.backends.numpy_lstm"
+#: The report of a run whose gate failed: never over the parity.json of the models beside it.
+FAILED_PARITY_FILE = "parity.failed.json"
+#: In a staging directory: the staged set passed and is being published (lists the file names).
+COMMIT_MARKER = "COMMITTED"
+STAGING_NAME = "export"
 TFLITE_INSTALL_HINT = "TFLite export needs TensorFlow: install ser-edge[tflite-export]"
 
 
@@ -56,6 +89,7 @@ class ExportReport:
     artifacts: List[ArtifactResult]
     gates_enforced: bool
     published: List[str] = field(default_factory=list)
+    warnings: List[Notice] = field(default_factory=list)  # third-party warnings while exporting
 
     @property
     def failures(self) -> List[str]:
@@ -86,6 +120,7 @@ class ExportReport:
             "passed": self.passed,
             "failures": self.failures,
             "published": list(self.published),
+            "warnings": [n.to_dict() for n in self.warnings],
         }
 
 
@@ -104,7 +139,7 @@ def parse_formats(formats: Union[str, Sequence[str]]) -> Tuple[str, ...]:
 
 def export_all(checkpoint_path: str, out_dir: str, formats: Union[str, Sequence[str]] = DEFAULT_FORMATS,
                quantize: bool = False, eval_data: Union[EvalSet, Sequence, None] = None,
-               gate: bool = True) -> ExportReport:
+               gate: bool = True, progress: Optional[Callable[[str], None]] = None) -> ExportReport:
     """Export ``checkpoint_path`` to every format in ``formats`` (fp32, plus dynamic int8 where
     the format has one when ``quantize``), gate each artifact on parity with PyTorch fp32 over
     ``eval_data`` (an :class:`EvalSet`, a list of ``ser_edge.data.Utterance``, or ``None`` for
@@ -113,8 +148,13 @@ def export_all(checkpoint_path: str, out_dir: str, formats: Union[str, Sequence[
     Raises :class:`CheckpointError` for a bad checkpoint, :class:`ExportError` when an artifact
     fails a check, :class:`GateFailure` when a gate fails and ``gate`` is true (nothing is
     published then). With ``gate=False`` failing artifacts are published with a warning.
+    ``progress`` is called with a short description as each stage starts. Third-party warnings
+    raised while building and evaluating are collected into ``report.warnings`` (and
+    ``parity.json``), not printed.
     """
     formats = parse_formats(formats)
+    step = progress or (lambda _: None)
+    check_output_dir(out_dir)  # an existing file there: a clear error before any work
     tflite = _tflite_module() if "tflite" in formats else None  # fail before any work
     ckpt = load_checkpoint(os.fspath(checkpoint_path))
     if not ckpt.feature_config.is_normalised:
@@ -127,32 +167,39 @@ def export_all(checkpoint_path: str, out_dir: str, formats: Union[str, Sequence[
     meta = build_metadata(ckpt, selftest)
 
     os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".ser-edge-export-", dir=out_dir)
+    recover_staging(out_dir)
+    staging = tempfile.mkdtemp(prefix=temp_prefix(STAGING_NAME), dir=out_dir)
     try:
         built: List[Tuple[ArtifactResult, Optional[Runner]]] = []
-        if "onnx" in formats:
-            built += _onnx(model, ckpt, meta, staging, quantize)
-        if "torchscript" in formats:
-            built += _torchscript(model, ckpt, meta, staging, quantize)
-        if "numpy" in formats:
-            built += _numpy(ckpt, meta, staging)
-        if tflite is not None:
-            built += _tflite(tflite, ckpt, meta, staging, quantize)
-        report = _evaluate(model, ev, built, ckpt, checkpoint_path, out_dir, formats, quantize, gate)
+        with collect_warnings() as notices:  # third-party noise -> parity.json, not the terminal
+            for fmt in (f for f in FORMATS if f in formats):  # a fixed order, whatever the flag's
+                step(f"building {fmt}")
+                if fmt == "onnx":
+                    built += _onnx(model, ckpt, meta, staging, quantize)
+                elif fmt == "torchscript":
+                    built += _torchscript(model, ckpt, meta, staging, quantize)
+                elif fmt == "numpy":
+                    built += _numpy(ckpt, meta, staging)
+                elif fmt == "tflite" and tflite is not None:
+                    built += _tflite(tflite, ckpt, meta, staging, quantize)
+            step(f"checking parity on {len(ev.features)} held-out clips")
+            report = _evaluate(model, ev, built, ckpt, checkpoint_path, out_dir, formats, quantize, gate)
+        report.warnings = notices
         if report.failures and gate:
             for a in report.artifacts:
                 a.path = None  # the staged file is deleted below; nothing exists to point at
-            atomic_write_json(report.parity_path, report.to_dict())
+            failed_path = os.path.join(out_dir, FAILED_PARITY_FILE)
+            atomic_write_json(failed_path, report.to_dict())
             raise GateFailure(f"parity gate failed ({'; '.join(report.failures)}); nothing was published, "
-                              f"see {report.parity_path} (--no-gate publishes anyway)", report)
+                              f"see {failed_path} (--no-gate publishes anyway)", report)
         if report.failures:
             warnings.warn("parity gates NOT enforced: publishing artifacts that failed them: "
                           + "; ".join(report.failures), UserWarning, stacklevel=2)
         _publish(report, staging, out_dir)
-        atomic_write_json(report.parity_path, report.to_dict())
         return report
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.exists(os.path.join(staging, COMMIT_MARKER)):  # committed: the next run finishes it
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -168,11 +215,35 @@ def _onnx(model, ckpt: Checkpoint, meta: ModelMetadata, staging: str, quantize: 
     if quantize:
         qpath = os.path.join(staging, "model.int8.onnx")
         onnx_export.quantize_onnx(path, qpath, n_lstm)
-        probe = onnx_export.OnnxRunner(qpath)(*selftest_input(meta.selftest, ckpt.feature_config))[0]
-        qmeta = build_metadata(ckpt, int8_selftest(meta.selftest, probe), "dynamic-int8")
+        st = _selftest(meta)
+        probe = onnx_export.OnnxRunner(qpath)(*selftest_input(st, ckpt.feature_config))[0]
+        qmeta = build_metadata(ckpt, int8_selftest(st, probe), "dynamic-int8")
         onnx_export.write_metadata(qpath, qmeta)
         verify_props(onnx_export.read_metadata_props(qpath), qmeta, qpath)
         out.append((_skeleton("model.int8.onnx", "onnx", "int8", qpath), onnx_export.OnnxRunner(qpath)))
+    if ckpt.model_config.arch == "lstm":  # unidirectional: also a stateful graph for streaming
+        out += _onnx_stream(model, ckpt, meta, staging, quantize)
+    return out
+
+
+def _onnx_stream(model, ckpt: Checkpoint, meta: ModelMetadata, staging: str, quantize: bool):
+    """``model.stream.onnx`` (+ ``model.int8.stream.onnx``): the LSTM state as graph inputs and
+    outputs (``ser_edge.runtime.backends.onnxruntime_backend``), gated like the plain graphs
+    (from zero state they classify like them)."""
+    layers, hidden = ckpt.model_config.num_layers, ckpt.model_config.hidden_size
+    path = os.path.join(staging, "model.stream.onnx")
+    onnx_export.export_stream_onnx(model, meta, path)
+    verify_props(onnx_export.read_metadata_props(path), meta, path)
+    out = [(_skeleton("model.stream.onnx", "onnx", "fp32", path), onnx_export.OnnxRunner(path))]
+    if quantize:
+        qpath = os.path.join(staging, "model.int8.stream.onnx")
+        st = _selftest(meta)
+        onnx_export.quantize_stream_onnx(path, qpath, meta, layers, hidden)
+        probe = onnx_export.OnnxRunner(qpath)(*selftest_input(st, ckpt.feature_config))[0]
+        qmeta = build_metadata(ckpt, int8_selftest(st, probe), "dynamic-int8")
+        onnx_export.quantize_stream_onnx(path, qpath, qmeta, layers, hidden)
+        verify_props(onnx_export.read_metadata_props(qpath), qmeta, qpath)
+        out.append((_skeleton("model.int8.stream.onnx", "onnx", "int8", qpath), onnx_export.OnnxRunner(qpath)))
     return out
 
 
@@ -180,9 +251,10 @@ def _torchscript(model, ckpt: Checkpoint, meta: ModelMetadata, staging: str, qua
     variants = [("model.ts", "fp32", model, meta)]
     if quantize:
         qmodel = torchscript_export.quantize_int8(model)
-        probe = torch_logits(qmodel, *selftest_input(meta.selftest, ckpt.feature_config))[0]
+        st = _selftest(meta)
+        probe = torch_logits(qmodel, *selftest_input(st, ckpt.feature_config))[0]
         variants.append(("model.int8.ts", "int8", qmodel,
-                         build_metadata(ckpt, int8_selftest(meta.selftest, probe), "dynamic-int8")))
+                         build_metadata(ckpt, int8_selftest(st, probe), "dynamic-int8")))
     out = []
     for name, precision, module, m in variants:
         path = os.path.join(staging, name)
@@ -190,7 +262,7 @@ def _torchscript(model, ckpt: Checkpoint, meta: ModelMetadata, staging: str, qua
         verify_props(torchscript_export.read_metadata_props(path), m, path)
         loaded = torchscript_export.load_torchscript(path)
         out.append((_skeleton(name, "torchscript", precision, path),
-                    lambda f, l, loaded=loaded: torch_logits(loaded, f, l)))
+                    lambda f, n, loaded=loaded: torch_logits(loaded, f, n)))
     return out
 
 
@@ -198,30 +270,10 @@ def _numpy(ckpt: Checkpoint, meta: ModelMetadata, staging: str):
     path = os.path.join(staging, "model.npz")
     numpy_export.export_numpy(ckpt.state_dict, ckpt.model_config, meta, path)
     verify_props(numpy_export.read_metadata_props(path), meta, path)
-    result = _skeleton("model.npz", "numpy", "fp32", path)
-    runner, note = _numpy_runner(path, meta)
-    result.note = note
-    return [(result, runner)]
-
-
-def _numpy_runner(path: str, meta: ModelMetadata) -> Tuple[Optional[Runner], str]:
-    """The runtime's numpy backend on ``path``, or ``(None, why not)`` while it does not exist."""
-    try:
-        module = importlib.import_module(NUMPY_BACKEND_MODULE)
-    except ModuleNotFoundError as e:
-        if e.name != NUMPY_BACKEND_MODULE:
-            raise
-        return None, f"not evaluated: the runtime's numpy backend ({NUMPY_BACKEND_MODULE}) is not installed"
-    from ser_edge.runtime.backends.base import Backend
-
-    classes = [c for c in vars(module).values()
-               if isinstance(c, type) and issubclass(c, Backend) and getattr(c, "name", "") == "numpy"]
-    if not classes:
-        return None, f"not evaluated: {NUMPY_BACKEND_MODULE} defines no backend named 'numpy'"
-    backend = classes[0](path, threads=1)
+    backend = NumpyLSTMBackend(path, threads=1)  # the runtime's own reader: what the device runs
     if list(backend.metadata.labels) != list(meta.labels):
         raise ExportError(f"{path}: the numpy backend reads labels {backend.metadata.labels}, expected {meta.labels}")
-    return backend.run, ""
+    return [(_skeleton("model.npz", "numpy", "fp32", path), backend.run)]
 
 
 def _tflite_module():
@@ -240,7 +292,7 @@ def _tflite_module():
 def _tflite(tflite, ckpt: Checkpoint, meta: ModelMetadata, staging: str, quantize: bool):
     """TFLite files from the TFLite helper, with our metadata; the model files are checked to
     carry it (embedded and in the ``.json`` sidecar) and evaluated with its interpreter."""
-    out = []
+    out: List[Tuple[ArtifactResult, Optional[Runner]]] = []
     for p in tflite.export_tflite(ckpt, staging, quantize, metadata_props=meta.to_props()):
         path = os.fspath(p)
         if os.path.dirname(os.path.abspath(path)) != os.path.abspath(staging):
@@ -257,13 +309,28 @@ def _tflite(tflite, ckpt: Checkpoint, meta: ModelMetadata, staging: str, quantiz
             verify_props(props, meta, path)
         elif verify_props(props, ModelMetadata.from_props(props, path), path).quantization != "dynamic-int8":
             raise ExportError(f"{path}: int8 model is not tagged dynamic-int8")
-        from ser_edge.runtime.backends.litert import sidecar_path
+        from ser_edge.runtime.backends.litert import DIGEST_KEY, sidecar_path
 
         sidecar = sidecar_path(path)
-        if not os.path.isfile(sidecar) or _read_json(sidecar) != props:
-            raise ExportError(f"{path}: the metadata sidecar {os.path.basename(sidecar)} is missing or differs")
-        out.append((result, lambda f, l, path=path: tflite.run_tflite(path, f, l)))
+        if not os.path.isfile(sidecar) or _read_json(sidecar) != {**props, DIGEST_KEY: _sha256(path)}:
+            raise ExportError(f"{path}: the metadata sidecar {os.path.basename(sidecar)} is missing or differs "
+                              "(props and sha256)")
+        out.append((result, functools.partial(tflite.run_tflite, path)))
     return out
+
+
+def _selftest(meta: ModelMetadata) -> SelfTest:
+    """The fp32 self-test vector the int8 variants are re-referenced from (always built above)."""
+    if meta.selftest is None:
+        raise ExportError("internal: metadata without a self-test vector")
+    return meta.selftest
+
+
+def _sha256(path: str) -> str:
+    from ser_edge.runtime.backends.litert import file_digest
+
+    with open(path, "rb") as f:
+        return file_digest(f.read())
 
 
 def _read_json(path: str):
@@ -286,9 +353,9 @@ def _eval_set(eval_data, ckpt: Checkpoint) -> EvalSet:
         ev = eval_data
     else:
         ev = eval_set_from_utterances(list(eval_data), ckpt.feature_config, ckpt.labels, "given utterances")
-    n_mfcc = ckpt.feature_config.n_mfcc
-    if any(f.shape[1] != n_mfcc for f in ev.features):
-        raise ExportError(f"held-out set {ev.source!r}: features must have {n_mfcc} coefficients")
+    n_features = ckpt.feature_config.n_features
+    if any(f.shape[1] != n_features for f in ev.features):
+        raise ExportError(f"held-out set {ev.source!r}: features must have {n_features} columns")
     if ev.labels.min() < 0 or ev.labels.max() >= len(ckpt.labels):
         raise ExportError(f"held-out set {ev.source!r}: labels outside 0..{len(ckpt.labels) - 1}")
     return ev
@@ -299,7 +366,7 @@ def _evaluate(model, ev: EvalSet, built, ckpt: Checkpoint, checkpoint_path: str,
     """Run the reference and every artifact on ``ev`` single-threaded (as on the device)."""
     clip = ev.features[ev.latency_clip()]
     with torch_threads(1):
-        ref_runner = lambda f, l: torch_logits(model, f, l)  # noqa: E731
+        ref_runner = lambda f, n: torch_logits(model, f, n)  # noqa: E731
         ref_logits = run_clips(ref_runner, ev)
         ref = ReferenceResult(*label_scores(ev.labels, ref_logits),
                               latency_ms(ref_runner, clip), len(ev.features))
@@ -315,12 +382,49 @@ def _evaluate(model, ev: EvalSet, built, ckpt: Checkpoint, checkpoint_path: str,
 
 
 def _publish(report: ExportReport, staging: str, out_dir: str) -> None:
-    """Atomic rename of every checked artifact to its final name."""
+    """Publish the staged artifacts and their ``parity.json`` as one set (module docstring)."""
     for a in report.artifacts:
-        final = os.path.join(out_dir, a.name)
-        os.replace(os.path.join(staging, a.name), final)
-        a.path = os.path.abspath(final)
+        a.path = os.path.abspath(os.path.join(out_dir, a.name))
         report.published.append(a.path)
+    names = [a.name for a in report.artifacts]
+    atomic_write_json(os.path.join(staging, PARITY_FILE), report.to_dict())
+    atomic_write_json(os.path.join(staging, COMMIT_MARKER), {"files": names})
+    _finish_publish(staging, out_dir, names)
 
 
-__all__ = ["FORMATS", "DEFAULT_FORMATS", "PARITY_FILE", "ExportReport", "export_all", "parse_formats"]
+def _finish_publish(staging: str, out_dir: str, names: Sequence[str]) -> None:
+    """Move a committed staging directory's files into ``out_dir``: the old report goes first,
+    the new one last, so no parity.json ever sits beside models it does not describe."""
+    parity = os.path.join(out_dir, PARITY_FILE)
+    if os.path.exists(parity) and os.path.exists(os.path.join(staging, PARITY_FILE)):
+        os.unlink(parity)
+    for name in names:
+        if os.path.exists(os.path.join(staging, name)):  # absent: moved before an interruption
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    if os.path.exists(os.path.join(staging, PARITY_FILE)):
+        os.replace(os.path.join(staging, PARITY_FILE), parity)
+    failed = os.path.join(out_dir, FAILED_PARITY_FILE)
+    if os.path.exists(failed):  # superseded by this good export
+        os.unlink(failed)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_staging(out_dir: str) -> List[str]:
+    """Clean up after killed exports into ``out_dir``: finish publishing a staging directory
+    that was committed, delete one that was not, and delete stale atomic-write temp files.
+    Returns the paths it finished or removed."""
+    finished = []
+    for path in stale_temps(out_dir):
+        marker = os.path.join(path, COMMIT_MARKER)
+        if os.path.basename(path).startswith(f".{STAGING_NAME}.") and os.path.isfile(marker):
+            try:
+                names = [str(n) for n in _read_json(marker)["files"] if os.path.basename(str(n)) == str(n)]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # a damaged marker: the set cannot be trusted; removed below
+            _finish_publish(path, out_dir, names)
+            finished.append(path)
+    return finished + remove_stale_temps(out_dir)
+
+
+__all__ = ["FORMATS", "DEFAULT_FORMATS", "PARITY_FILE", "FAILED_PARITY_FILE", "ExportReport", "export_all",
+           "parse_formats", "recover_staging"]

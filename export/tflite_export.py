@@ -12,6 +12,13 @@ outputs go into a preallocated buffer with ``XlaDynamicUpdateSlice``, which conv
 builtin ``DYNAMIC_UPDATE_SLICE`` (jax2tf emits the same op). The result has builtin ops only
 (``WHILE``, ``FULLY_CONNECTED``, ``GATHER``, ...) and a dynamic batch *and* time axis; its
 numerics are PyTorch's to float rounding (max |logit diff| ~1e-7 on random weights).
+res_lstm_att and conv_lstm use the BatchNorm-folded weights of the npz
+(:func:`ser_edge.export.numpy_export.folded_arrays`, one folding for both formats); conv_lstm's
+blocks are ``tf.nn.conv1d`` (builtin ``CONV_2D``, int8 weights after dynamic-range quantisation).
+stats_linear is masked mean/std pooling (``SUM``, ``SQRT``, ...) and one ``FULLY_CONNECTED``, no
+loop. Dynamic-range int8 leaves weight tensors under 1024 values in float32 (the converter's
+fixed threshold, not settable from Python), so stats_linear's head ``(C, 2F)`` is int8 only when
+``2F * C >= 1024`` (e.g. 120 features x 8 classes); a smaller one's int8 file computes as fp32.
 
 Graph contract (:mod:`ser_edge.runtime.metadata`): inputs ``features`` ``(batch, time, n_mfcc)
 float32`` and ``lengths`` ``(batch,) int64``, output ``logits`` ``(batch, n_classes) float32``.
@@ -34,12 +41,20 @@ import numpy as np
 
 from ser_edge.checkpoint import Checkpoint
 from ser_edge.runtime.backends.litert import (
-    METADATA_NAME, TFLiteInterpreter, read_embedded_props, sidecar_path)
+    DIGEST_KEY,
+    METADATA_NAME,
+    TFLiteInterpreter,
+    file_digest,
+    load_verified,
+    read_embedded_props,
+    sidecar_path,
+)
+from ser_edge.runtime.backends.numpy_archs import CONV_LAYERS_KEY, STD_EPS
 from ser_edge.runtime.io import atomic_write_bytes, atomic_write_json
-from ser_edge.runtime.metadata import (
-    INPUT_FEATURES, INPUT_LENGTHS, OUTPUT_LOGITS, PREFIX, SelfTest)
+from ser_edge.runtime.metadata import INPUT_FEATURES, INPUT_LENGTHS, OUTPUT_LOGITS, PREFIX, SelfTest
 
 from .errors import ExportError
+from .numpy_export import FOLDED_ARCHS, folded_arrays
 
 FP32_FILE = "model.tflite"
 INT8_FILE = "model.int8.tflite"
@@ -151,7 +166,7 @@ def _tf_lstm_stack(tf: Any, features: Any, layers: Sequence[LayerWeights], last_
     return acc if last_step is not None else tf.transpose(acc[:steps], [1, 0, 2])
 
 
-def _tf_linear(tf: Any, x: Any, weight: np.ndarray, bias: "np.ndarray | None") -> Any:
+def _tf_linear(tf: Any, x: Any, weight: np.ndarray, bias: np.ndarray | None) -> Any:
     """PyTorch ``nn.Linear`` over the last axis of ``x`` (any rank >= 2)."""
     y = tf.matmul(x, tf.constant(np.ascontiguousarray(weight.T)))
     return y if bias is None else y + tf.constant(bias)
@@ -189,12 +204,67 @@ def _tf_attn_bilstm(tf: Any, w: Mapping[str, np.ndarray], num_layers: int,
     return _tf_linear(tf, pooled, w["head.weight"], w["head.bias"])
 
 
+def _tf_valid(tf: Any, lengths: Any, steps: Any) -> Any:
+    """``(B, T) bool``: True on valid frames (models.valid_mask)."""
+    return tf.expand_dims(tf.range(steps), 0) < tf.expand_dims(lengths, 1)
+
+
+def _tf_masked_softmax_pool(tf: Any, scores: Any, h: Any, valid: Any) -> Any:
+    """models.masked_softmax_pool: ``scores (B, T)``, ``h (B, T, D)``, ``valid (B, T)`` -> ``(B, D)``."""
+    weights = tf.nn.softmax(tf.where(valid, scores, MASK_VALUE), axis=1)
+    return tf.reduce_sum(tf.expand_dims(weights, -1) * h, axis=1)
+
+
+def _tf_res_lstm_att(tf: Any, w: Mapping[str, np.ndarray], num_layers: int, features: Any, lengths: Any) -> Any:
+    """models.ResLSTMAttention with the BatchNorms folded as in the npz (``bn1.scale``/``bn1.shift``,
+    the second inside ``head.W``/``head.b``); both LSTMs have one layer whatever ``num_layers`` says."""
+    r = _tf_lstm_stack(tf, features, lstm_stack_weights(w, "lstm1", 1))  # unidirectional: padding stays behind
+    x = (features + r) * tf.constant(w["bn1.scale"]) + tf.constant(w["bn1.shift"])
+    h = _tf_lstm_stack(tf, x, lstm_stack_weights(w, "lstm2", 1))  # (B, T, H)
+    scores = tf.squeeze(_tf_linear(tf, h, w["att.W"], w["att.b"]), -1)
+    pooled = _tf_masked_softmax_pool(tf, scores, h, _tf_valid(tf, lengths, tf.shape(features)[1]))
+    return _tf_linear(tf, pooled, w["head.W"], w["head.b"])
+
+
+def _tf_conv_lstm(tf: Any, w: Mapping[str, np.ndarray], num_layers: int, features: Any, lengths: Any) -> Any:
+    """models.ConvLSTM with each BatchNorm folded into its conv (``conv{i}.W``/``conv{i}.b``, as in
+    the npz): ``tf.nn.conv1d`` with SAME padding is PyTorch's centred ``Conv1d(padding=K // 2)``
+    (both cross-correlate); zeroing the padding before and after every block makes a padded
+    item see exactly the zeros an unbatched one does."""
+    valid = _tf_valid(tf, lengths, tf.shape(features)[1])
+    keep = tf.expand_dims(tf.cast(valid, tf.float32), -1)  # (B, T, 1)
+    x = features * keep
+    for i in range(int(w[CONV_LAYERS_KEY])):
+        filters = np.ascontiguousarray(np.transpose(w[f"conv{i}.W"], (2, 1, 0)))  # (K, C_in, C_out)
+        x = tf.nn.relu(tf.nn.conv1d(x, tf.constant(filters), stride=1, padding="SAME") + w[f"conv{i}.b"]) * keep
+    h = _tf_lstm_stack(tf, x, lstm_stack_weights(w, "lstm", num_layers))  # (B, T, H)
+    att = _tf_masked_softmax_pool(tf, tf.squeeze(_tf_linear(tf, h, w["att.W"], w["att.b"]), -1), h, valid)
+    mean = tf.reduce_sum(h * keep, axis=1) / tf.expand_dims(tf.cast(lengths, tf.float32), 1)
+    return _tf_linear(tf, tf.concat([att, mean], axis=-1), w["head.W"], w["head.b"])
+
+
+def _tf_stats_linear(tf: Any, w: Mapping[str, np.ndarray], num_layers: int, features: Any, lengths: Any) -> Any:
+    """models.StatsLinear: ``[mean, sqrt(var + 1e-8)]`` of each feature over the valid frames
+    (population variance; padding multiplied by zero first, so junk there adds nothing) -> head.
+    No recurrence, hence no ``WHILE``; ``num_layers`` is unused."""
+    keep = tf.expand_dims(tf.cast(_tf_valid(tf, lengths, tf.shape(features)[1]), tf.float32), -1)  # (B, T, 1)
+    n = tf.expand_dims(tf.cast(lengths, tf.float32), 1)  # (B, 1)
+    x = features * keep
+    mean = tf.reduce_sum(x, axis=1) / n  # (B, F)
+    var = tf.reduce_sum(tf.square((x - tf.expand_dims(mean, 1)) * keep), axis=1) / n
+    stats = tf.concat([mean, tf.sqrt(var + STD_EPS)], axis=-1)  # (B, 2F)
+    return _tf_linear(tf, stats, w["head.weight"], w["head.bias"])
+
+
 def tf_model(tf: Any, ckpt: Checkpoint) -> Any:
     """The model as a ``tf.function`` with dynamic batch and time:
     ``features (None, None, F) float32, lengths (None,) int64 -> logits (None, C) float32``."""
     cfg = ckpt.model_config
     w = _numpy_weights(ckpt)
-    body = {"lstm": _tf_lstm_classifier, "attn_bilstm": _tf_attn_bilstm}[cfg.arch]
+    if cfg.arch in FOLDED_ARCHS:  # BatchNorms folded exactly as for the npz (one implementation)
+        w.update(folded_arrays(ckpt.state_dict, cfg))
+    body = {"lstm": _tf_lstm_classifier, "attn_bilstm": _tf_attn_bilstm, "res_lstm_att": _tf_res_lstm_att,
+            "conv_lstm": _tf_conv_lstm, "stats_linear": _tf_stats_linear}[cfg.arch]
     signature = [tf.TensorSpec([None, None, cfg.n_features], tf.float32, name=INPUT_FEATURES),
                  tf.TensorSpec([None], tf.int64, name=INPUT_LENGTHS)]
 
@@ -262,34 +332,37 @@ def embed_props(model: bytes, props: Mapping[str, str]) -> bytes:
 
 
 def write_model(path: Path, model: bytes, props: Mapping[str, str]) -> None:
-    """Write ``model`` with ``props`` embedded, plus the ``<path>.json`` sidecar (both atomic),
-    and check that both read back as ``props``."""
-    atomic_write_bytes(path, embed_props(model, props))
-    atomic_write_json(sidecar_path(str(path)), dict(props))
+    """Write ``model`` with ``props`` embedded, plus the ``<path>.json`` sidecar (both atomic):
+    ``props`` and the file's sha256 (:data:`DIGEST_KEY`, checked by the runtime before LiteRT
+    parses the file). Checks that the embedded props read back as ``props``."""
+    data = embed_props(model, props)
+    atomic_write_bytes(path, data)
+    atomic_write_json(sidecar_path(str(path)), {**props, DIGEST_KEY: file_digest(data)})
     embedded = read_embedded_props(Path(path).read_bytes(), str(path))
     if embedded != dict(props):
         raise TFLiteExportError(f"{path}: embedded metadata does not round-trip")
 
 
-def read_metadata_props(path: "str | Path") -> Dict[str, str]:
+def read_metadata_props(path: str | Path) -> Dict[str, str]:
     """The ser-edge props embedded in a ``.tflite`` file (``{}`` when it has none)."""
     return read_embedded_props(Path(path).read_bytes(), str(path)) or {}
 
 
 @functools.lru_cache(maxsize=4)
 def _interpreter(path: str, threads: int, mtime_ns: int, size: int) -> TFLiteInterpreter:
-    """One interpreter per file version: parity reports call :func:`run_tflite` once per clip."""
-    return TFLiteInterpreter(path, threads)
+    """One interpreter per file version: parity reports call :func:`run_tflite` once per clip.
+    The file is checked against its sidecar's sha256 first, as the runtime does."""
+    return TFLiteInterpreter(path, threads, content=load_verified(path))
 
 
-def run_tflite(path: "str | Path", features: np.ndarray, lengths: np.ndarray, threads: int = 1) -> np.ndarray:
+def run_tflite(path: str | Path, features: np.ndarray, lengths: np.ndarray, threads: int = 1) -> np.ndarray:
     """Run a ``.tflite`` model: ``features (B, T, F) float32, lengths (B,) int64 -> logits (B, C)
     float32`` (no metadata needed, for parity reports). The interpreter is cached per file."""
     st = os.stat(path)
     return _interpreter(os.fspath(path), int(threads), st.st_mtime_ns, st.st_size)(features, lengths)
 
 
-def op_types(path: "str | Path") -> List[str]:
+def op_types(path: str | Path) -> List[str]:
     """Sorted distinct op names over all subgraphs of a ``.tflite`` file, e.g. ``["FULLY_CONNECTED",
     "WHILE"]``; custom ops (``Flex*`` included) by their custom code."""
     import_tensorflow()
@@ -332,7 +405,7 @@ def default_props(ckpt: Checkpoint) -> Dict[str, str]:
     return build_metadata(ckpt, make_selftest(ckpt.build_model(), ckpt.feature_config, clip)).to_props()
 
 
-def export_tflite(ckpt: Checkpoint, out_dir: "str | Path", quantize: bool = False,
+def export_tflite(ckpt: Checkpoint, out_dir: str | Path, quantize: bool = False,
                   metadata_props: Optional[Mapping[str, str]] = None) -> List[Path]:
     """Write ``model.tflite`` (fp32) and, with ``quantize``, ``model.int8.tflite``, each with
     ``metadata_props`` (default: :func:`default_props`) embedded and in a ``<file>.json`` sidecar.

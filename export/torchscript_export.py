@@ -3,7 +3,9 @@
 ``torch.jit.script`` (not ``trace``) compiles the models' own control flow, so batch and time
 stay dynamic by construction; a check on a second input shape guards that anyway. int8 uses
 ``torch.ao.quantization.quantize_dynamic`` over ``nn.LSTM`` and ``nn.Linear`` (int8 weights,
-activations quantised at run time). torch 2.13 deprecates ``torch.jit.*`` and
+activations quantised at run time); conv_lstm's ``Conv1d`` blocks and every BatchNorm stay fp32
+(dynamic quantisation has no conv kernel; they are a small share of the work); stats_linear has
+no LSTM, so its head ``Linear`` is all that int8 changes. torch 2.13 deprecates ``torch.jit.*`` and
 ``torch.ao.quantization``; they still work and remain the only way to ship a dynamically
 quantised LSTM as one self-contained file, so we use them and leave their warnings visible.
 
@@ -45,7 +47,7 @@ def export_torchscript(model: nn.Module, metadata: ModelMetadata, path: str) -> 
     scripted = torch.jit.script(model)
     torch.jit.save(scripted, path, _extra_files=metadata.to_props())
     loaded = load_torchscript(path)
-    for features, lengths in _check_inputs(metadata.feature_config.n_mfcc):
+    for features, lengths in _check_inputs(metadata.feature_config.n_features):
         want = torch_logits(model, features, lengths)
         got = torch_logits(loaded, features, lengths)
         if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=SCRIPT_ATOL):
@@ -76,7 +78,7 @@ def read_metadata_props(path: str) -> Dict[str, str]:
 
 def _check_inputs(n_features: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
     """The tracing-style example plus a different batch/time with padding and a 1-frame item."""
-    f, l = example_inputs(n_features)
+    f, n = example_inputs(n_features)
     rng = np.random.default_rng(1)
     other = rng.standard_normal((3, 7, n_features)).astype(np.float32)
-    return (f.numpy(), l.numpy()), (other, np.array([7, 3, 1], dtype=np.int64))
+    return (f.numpy(), n.numpy()), (other, np.array([7, 3, 1], dtype=np.int64))

@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -24,7 +24,19 @@ from .signals import speechlike
 
 
 def peak_rss_mb() -> Optional[float]:
-    """Peak resident memory of this process in MiB (``None`` where ``resource`` is missing)."""
+    """Peak resident memory of this process in MiB (``None`` where neither source exists).
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, the high-water mark of this address space.
+    Not ``ru_maxrss``: the kernel carries it over ``exec`` from the address space the child was
+    forked from, so a cold-start child of a parent that once held 600 MiB reports >= 600 MiB
+    however little it uses itself. Elsewhere (macOS) ``ru_maxrss`` is the fallback."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows
@@ -72,13 +84,15 @@ def cold_start(model: str, backend: str = "auto", threads: int = 1, wav: Optiona
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _CHILD.format(args=args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # stdout=PIPE
     line = proc.stdout.readline()
     wall = 1e3 * (time.perf_counter() - t0)
     _, err = proc.communicate()
     if proc.returncode != 0 or not line:
         raise SerEdgeError(f"cold-start subprocess failed (exit {proc.returncode}): {err.strip()[-500:]}")
     child = json.loads(line)
-    heavy = sorted({m.split(".")[0] for m in child.pop("modules")} & {"torch", "librosa", "onnx", "scipy", "tensorflow"})
+    loaded = {m.split(".")[0] for m in child.pop("modules")}
+    heavy = sorted(loaded & {"torch", "librosa", "onnx", "scipy", "tensorflow"})
     return {"wall_ms": wall, **child, "heavy_modules_loaded": heavy}
 
 
@@ -95,7 +109,7 @@ def bench(model: str, wav: Optional[str] = None, threads: Sequence[int] = (1,), 
     sweep: List[Dict[str, float]] = []
     for n in threads:
         r = rec if n == threads[0] else Recognizer.load(model, backend=backend, threads=n)
-        model_t = _median_p90_ms(lambda: r.logits(feats[None], lengths), repeats)
+        model_t = _median_p90_ms(lambda r=r: r.logits(feats[None], lengths), repeats)
         sweep.append({"threads": n, "model_median_ms": model_t["median_ms"], "model_p90_ms": model_t["p90_ms"],
                       "rtf": (feat_t["median_ms"] + model_t["median_ms"]) / 1e3 / audio_s})
     return {
@@ -117,7 +131,7 @@ def bench(model: str, wav: Optional[str] = None, threads: Sequence[int] = (1,), 
     }
 
 
-def format_report(r: Dict[str, object]) -> str:
+def format_report(r: Dict[str, Any]) -> str:
     """Human-readable summary of :func:`bench` output."""
     lines = [f"model     {r['model']} ({r['model_mb']:.2f} MiB, {r['backend']}, quantization {r['quantization']})",
              f"audio     {r['audio']}: {r['audio_s']:.2f} s, {r['frames']} frames; medians of {r['repeats']} runs",

@@ -1,8 +1,10 @@
 """The metadata every exported model carries, and nothing else the runtime needs to know.
 
 Written by ``ser_edge.export`` into ONNX ``metadata_props``, TorchScript extra files, the
-``.npz`` of the numpy backend and a ``.json`` sidecar of ``.tflite`` files (TFLite has no
-free-form metadata the interpreter exposes). The runtime reads it back with
+``__metadata__`` entry of the numpy backend's ``.npz``, and for ``.tflite`` files both the
+flatbuffer's ``metadata`` table (entry ``ser_edge``, JSON) and a ``<model>.tflite.json`` sidecar
+that also holds the file's sha256 (the LiteRT backend checks it before parsing; see
+``ser_edge.runtime.backends.litert``). The runtime reads it back with
 :meth:`ModelMetadata.from_props` and refuses a model without it.
 
 Keys (all values are strings):
@@ -29,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from .audio import from_pcm16, to_pcm16
 from .errors import SerEdgeError
 from .features import FeatureConfig, FeatureConfigError
 
@@ -36,13 +39,62 @@ METADATA_SCHEMA_VERSION = 1
 PREFIX = "ser_edge."
 
 #: Names of the model's graph inputs/outputs, shared by every format.
-INPUT_FEATURES = "features"  # (batch, time, n_mfcc) float32
+INPUT_FEATURES = "features"  # (batch, time, n_features) float32
 INPUT_LENGTHS = "lengths"  # (batch,) int64: valid frames per item
 OUTPUT_LOGITS = "logits"  # (batch, n_classes) float32
 
 
 class MetadataError(SerEdgeError, ValueError):
     """A model lacks ser-edge metadata or carries metadata this runtime cannot use."""
+
+
+# Bounds on what a model's feature config *costs* on a device (docs/robustness.md). Each field
+# of a FeatureConfig is validated on its own; these bound what the fields do together, so a
+# model from elsewhere cannot make the runtime allocate GiBs, run for minutes or silently
+# collapse every clip onto one label. Training configs are not limited by them: they apply
+# where a model is loaded (ModelMetadata.from_props).
+#: Sample rates a device's audio path can meet (Hz).
+MIN_MODEL_RATE, MAX_MODEL_RATE = 4000, 96000
+#: Feature frames per second of audio (sample_rate / hop_length): a hop of at least 1 ms.
+MAX_FRAMES_PER_S = 1000
+#: Largest FFT (samples).
+MAX_MODEL_N_FFT = 16384
+#: FFT input samples per second of audio (sample_rate * n_fft / hop_length): the STFT's time and
+#: memory. At this rate a MAX_PREDICT_S clip's features stay under ~130 MiB (shipped model: 51200).
+MAX_STFT_RATE = 1 << 17
+#: Feature values per second (frames per second * the widest per-frame feature: mel bands or model input).
+MAX_FEATURE_RATE = 1 << 16
+#: Normalisation statistics: a std below MIN_STD multiplies features by > 1e6 (every clip saturates to
+#: the same label); above MAX_STD or |mean| above MAX_ABS_MEAN the features vanish into the offset.
+#: Training floors std at 1e-5 (RunningStats).
+MIN_STD, MAX_STD, MAX_ABS_MEAN = 1e-6, 1e6, 1e6
+
+
+def check_feature_costs(cfg: FeatureConfig, source: str = "model") -> None:
+    """Refuse a (field-valid) feature config whose derived costs a device cannot meet.
+    Raises :class:`MetadataError` naming the limit; limits are the constants above."""
+    rate, hop, n_fft = cfg.sample_rate, cfg.hop_length, cfg.n_fft
+    width = max(cfg.n_mels, cfg.n_features)
+    std, mean = cfg.std or (1.0,), cfg.mean or (0.0,)  # unfitted: no statistics to bound
+    checks = [
+        (MIN_MODEL_RATE <= rate <= MAX_MODEL_RATE,
+         f"sample_rate {rate} Hz is outside {MIN_MODEL_RATE}..{MAX_MODEL_RATE} Hz"),
+        (rate / hop <= MAX_FRAMES_PER_S,
+         f"{rate / hop:.0f} frames per second (sample_rate / hop_length) exceeds {MAX_FRAMES_PER_S}"),
+        (n_fft <= MAX_MODEL_N_FFT, f"n_fft {n_fft} exceeds {MAX_MODEL_N_FFT}"),
+        (rate * n_fft / hop <= MAX_STFT_RATE,
+         f"the STFT reads {rate * n_fft / hop:.0f} samples per second of audio (sample_rate * n_fft / "
+         f"hop_length), more than {MAX_STFT_RATE}"),
+        (rate / hop * width <= MAX_FEATURE_RATE,
+         f"{rate / hop * width:.0f} feature values per second exceeds {MAX_FEATURE_RATE}"),
+        (min(std) >= MIN_STD and max(std) <= MAX_STD,
+         f"normalisation std must lie in [{MIN_STD:g}, {MAX_STD:g}], got {min(std):g}..{max(std):g}"),
+        (max(abs(v) for v in mean) <= MAX_ABS_MEAN,
+         f"normalisation mean must lie within +-{MAX_ABS_MEAN:g}"),
+    ]
+    for ok, why in checks:
+        if not ok:
+            raise MetadataError(f"{source}: feature config beyond what this runtime runs: {why}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +116,7 @@ class SelfTest:
     __hash__ = None  # type: ignore[assignment]  # holds arrays: not hashable
 
     def to_json(self) -> str:
-        pcm = (np.clip(self.waveform, -1.0, 1.0 - 1 / 32768) * 32768).astype("<i2").tobytes()
+        pcm = to_pcm16(self.waveform).tobytes()
         return json.dumps({
             "sample_rate": int(self.sample_rate),
             "pcm16_b64": base64.b64encode(pcm).decode("ascii"),
@@ -73,7 +125,7 @@ class SelfTest:
         })
 
     @classmethod
-    def from_json(cls, text: str) -> "SelfTest":
+    def from_json(cls, text: str) -> SelfTest:
         """Parse; raises ValueError / KeyError / TypeError for a malformed or inconsistent vector."""
         d = json.loads(text)
         if not isinstance(d, dict):
@@ -86,12 +138,12 @@ class SelfTest:
             raise ValueError("self-test needs a non-empty waveform and a 1-D list of finite logits")
         if not (math.isfinite(atol) and atol >= 0):
             raise ValueError(f"self-test atol must be finite and >= 0, got {atol}")
-        return cls(rate, pcm.astype(np.float32) / 32768.0, logits, atol)
+        return cls(rate, from_pcm16(pcm), logits, atol)
 
     @staticmethod
     def quantise_waveform(y: np.ndarray) -> np.ndarray:
         """Round-trip through int16 so the reference logits are computed on exactly what ships."""
-        return (np.clip(y, -1.0, 1.0 - 1 / 32768) * 32768).astype(np.int16).astype(np.float32) / 32768.0
+        return from_pcm16(to_pcm16(y))
 
 
 @dataclass(frozen=True)
@@ -118,7 +170,7 @@ class ModelMetadata:
         return props
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], source: str = "model") -> "ModelMetadata":
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
         """Parse and validate. Raises :class:`MetadataError` with ``source`` in the message."""
         if PREFIX + "feature_config" not in props or PREFIX + "labels" not in props:
             raise MetadataError(
@@ -147,6 +199,7 @@ class ModelMetadata:
             raise MetadataError(f"{source}: labels must be a non-empty list of strings")
         if not fcfg.is_normalised:
             raise MetadataError(f"{source}: feature config has no normalisation statistics")
+        check_feature_costs(fcfg, source)
         if not isinstance(mcfg, dict):
             raise MetadataError(f"{source}: model_config must be a JSON object")
         if selftest is not None and len(selftest.logits) != len(labels):

@@ -3,6 +3,7 @@ this device's numpy MFCC and backend, and compare with the PyTorch fp32 logits f
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,16 +30,17 @@ class SelfTestResult:
 def run_selftest(rec: Recognizer) -> SelfTestResult:
     """Classify the embedded waveform and compare logits. Raises :class:`MetadataError` when the
     model carries no self-test vector."""
-    st = rec.metadata.selftest
+    path, st = rec.backend.path, rec.metadata.selftest
     if st is None:
-        raise MetadataError(f"{rec.backend.path}: model carries no self-test vector (re-export it with ser-edge export)")
+        raise MetadataError(f"{path}: model carries no self-test vector (re-export it with ser-edge export)")
     if st.logits.shape != (len(rec.labels),):
-        raise MetadataError(f"{rec.backend.path}: self-test has {st.logits.shape[0]} logits for {len(rec.labels)} labels")
+        raise MetadataError(f"{path}: self-test has {st.logits.shape[0]} logits for {len(rec.labels)} labels")
     # Same path as predict(), minus the silence/length checks: the vector is whatever shipped.
+    t0 = time.perf_counter()
     y = st.waveform if st.sample_rate == rec.sample_rate else rec.load_waveform(st.waveform, st.sample_rate)
-    feats = rec.features(y)
-    logits = rec.logits(feats[None], np.array([len(feats)], dtype=np.int64))[0]
-    diff = float(np.max(np.abs(logits - st.logits)))
-    best, ref_best = int(np.argmax(logits)), int(np.argmax(st.logits))
-    return SelfTestResult(bool(diff <= st.atol), diff, float(st.atol), best == ref_best, rec.labels[best],
-                          rec.labels[ref_best], rec.backend_name, rec.metadata.quantization)
+    t1 = time.perf_counter()
+    pred = rec.classify_features(rec.features(y), len(y) / rec.sample_rate, t0, t1)
+    diff = float(np.max(np.abs(pred.logits - st.logits)))
+    expected = rec.labels[int(np.argmax(st.logits))]
+    return SelfTestResult(bool(diff <= st.atol), diff, float(st.atol), pred.label == expected, pred.label,
+                          expected, rec.backend_name, rec.metadata.quantization)

@@ -28,5 +28,5 @@ echo "== 5/5 on-device runtime (numpy MFCC + ONNX Runtime int8, 1 thread)"
 clips=$(ls "$OUT"/corpus/*/*.wav 2>/dev/null | head -n 4 || true)
 [ -n "$clips" ] || clips=$(find "$OUT/corpus" -name '*.wav' | sort | head -n 4)
 "${SER[@]}" predict $clips --model "$OUT/export/model.int8.onnx"
-"${SER[@]}" bench "$OUT/export/model.int8.onnx" --threads 1 --json "$OUT/bench.json"
+"${SER[@]}" bench --model "$OUT/export/model.int8.onnx" --threads 1 --json-out "$OUT/bench.json"
 echo "demo finished: artifacts in $OUT"

@@ -23,8 +23,8 @@ from typing import Any, Dict, List
 import torch
 
 from ser_edge.models import ModelConfig, build_model
-from ser_edge.runtime.features import FeatureConfig, FeatureConfigError
 from ser_edge.runtime.errors import SerEdgeError
+from ser_edge.runtime.features import FeatureConfig, FeatureConfigError
 from ser_edge.runtime.io import atomic_path
 
 CHECKPOINT_FORMAT = "ser-edge-checkpoint"
@@ -106,8 +106,8 @@ def load_checkpoint(path: str) -> Checkpoint:
         raise CheckpointError(f"{path}: 'extra' must be a dict, got {type(extra).__name__}")
     if len(labels) != mcfg.n_classes:
         raise CheckpointError(f"{path}: {len(labels)} labels but the model has {mcfg.n_classes} outputs")
-    if fcfg.n_mfcc != mcfg.n_features:
-        raise CheckpointError(f"{path}: features have {fcfg.n_mfcc} coefficients but the model "
+    if fcfg.n_features != mcfg.n_features:
+        raise CheckpointError(f"{path}: features have {fcfg.n_features} columns but the model "
                               f"expects {mcfg.n_features}")
     ckpt = Checkpoint(mcfg, fcfg, labels, state, dict(extra))
     ckpt.build_model()  # fail now, not at export time, if the weights do not fit

@@ -90,11 +90,3 @@ def all_gather_objects(env: DistEnv, obj: Any) -> List[Any]:
     dist.all_gather_object(out, obj)
     return out
 
-
-def broadcast_object(env: DistEnv, obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

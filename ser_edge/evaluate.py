@@ -36,7 +36,8 @@ SPLITS = ("test", "val", "train", "all")
 # Metrics
 # ---------------------------------------------------------------------------------------
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+def confusion_matrix(y_true: Union[Sequence[int], np.ndarray], y_pred: Union[Sequence[int], np.ndarray],
+                     n_classes: int) -> np.ndarray:
     """``(n,), (n,) -> (n_classes, n_classes) int64``; ``cm[t, p]`` counts items of class ``t``
     predicted as ``p``."""
     t = np.asarray(y_true, dtype=np.int64)
@@ -134,7 +135,8 @@ def metrics_from_cm(cm: np.ndarray, labels: Sequence[str], loss: Optional[float]
     )
 
 
-def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str],
+def compute_metrics(y_true: Union[Sequence[int], np.ndarray], y_pred: Union[Sequence[int], np.ndarray],
+                    labels: Sequence[str],
                     loss: Optional[float] = None) -> Metrics:
     """Metrics for integer class ids ``y_true``/``y_pred`` ``(n,)`` indexing ``labels``."""
     return metrics_from_cm(confusion_matrix(y_true, y_pred, len(labels)), labels, loss)
@@ -214,9 +216,9 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> List[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def predict_logits(model: "torch.nn.Module", feats: Sequence[np.ndarray], batch_size: int = 64,
-                   device: Union[str, "torch.device"] = "cpu") -> np.ndarray:
-    """Logits for normalised feature sequences ``[(t_i, n_mfcc)] -> (n, n_classes) float32``.
+def predict_logits(model: torch.nn.Module, feats: Sequence[np.ndarray], batch_size: int = 64,
+                   device: Union[str, torch.device] = "cpu") -> np.ndarray:
+    """Logits for normalised feature sequences ``[(t_i, n_features)] -> (n, n_classes) float32``.
     Padding-invariant models make batching by length safe; results come back in input order."""
     import torch
 
@@ -245,9 +247,9 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-logp[np.arange(len(y)), y].mean())
 
 
-def evaluate_features(ckpt: "Checkpoint", feats: Sequence[np.ndarray], targets: Sequence[int],
+def evaluate_features(ckpt: Checkpoint, feats: Sequence[np.ndarray], targets: Sequence[int],
                       batch_size: int = 64, device: str = "cpu") -> Metrics:
-    """Metrics of a checkpoint on *normalised* features ``[(t_i, n_mfcc)]`` with class ids."""
+    """Metrics of a checkpoint on *normalised* features ``[(t_i, n_features)]`` with class ids."""
     model = ckpt.build_model().to(device)
     logits = predict_logits(model, feats, batch_size, device)
     y = np.asarray(targets, dtype=np.int64)
@@ -264,7 +266,7 @@ def raw_config(cfg: FeatureConfig) -> FeatureConfig:
     return dataclasses.replace(cfg, mean=None, std=None)
 
 
-def select_split(utts: Sequence["Utterance"], ckpt: "Checkpoint", split: str) -> List["Utterance"]:
+def select_split(utts: Sequence[Utterance], ckpt: Checkpoint, split: str) -> List[Utterance]:
     """The utterances of the speakers the checkpoint recorded for ``split`` (or all of them)."""
     from ser_edge.data import DataError
 
@@ -283,7 +285,7 @@ def select_split(utts: Sequence["Utterance"], ckpt: "Checkpoint", split: str) ->
     return chosen
 
 
-def evaluate(checkpoint: Union[str, "Checkpoint"], utts: Optional[Sequence["Utterance"]] = None, *,
+def evaluate(checkpoint: Union[str, Checkpoint], utts: Optional[Sequence[Utterance]] = None, *,
              data: Optional[str] = None, root: Optional[str] = None, split: str = "test",
              out_dir: Optional[str] = None, cache_dir: Optional[str] = None, workers: int = 1,
              batch_size: int = 64, device: str = "cpu") -> Metrics:

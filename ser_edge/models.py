@@ -4,58 +4,43 @@
 * ``lengths``: ``(batch,) int64``, valid frames per item (>= 1)
 * ``logits``: ``(batch, n_classes) float32``
 
-Padding never changes a prediction: the unidirectional model reads the last *valid* step, and
-the BiLSTM runs its backward direction over each item reversed within its own length (a
-gather, not ``pack_padded_sequence``), so both export to plain ONNX ``LSTM`` + ``Gather`` ops,
-TorchScript and Keras with no packed-sequence machinery.
+Architectures (``ModelConfig.arch``):
+
+* ``lstm``: stacked unidirectional LSTM, classifies from the last valid step (streamable).
+* ``attn_bilstm``: BiLSTM with masked additive attention pooling.
+* ``res_lstm_att``: the ResLSTM-SA family (Mak-Sim/ResLSTM-SER): LSTM(F->F) + residual +
+  BatchNorm, LSTM(F->H), masked soft attention, BatchNorm, dropout, linear.
+* ``conv_lstm``: a small Conv1d front-end (conv + BatchNorm + ReLU blocks over time) before a
+  unidirectional LSTM, pooled by masked attention and the masked mean together.
+* ``stats_linear``: the utterance-functionals baseline: masked mean and standard deviation of
+  every feature over time, then one linear layer (logistic regression on 2 x F functionals). It
+  shows what the sequence models add over statistics of the same features.
+
+Padding never changes a prediction: the unidirectional model reads the last *valid* step, the
+BiLSTM runs its backward direction over each item reversed within its own length (a gather, not
+``pack_padded_sequence``), attention and mean pooling are masked, BatchNorm statistics are
+taken over valid frames only, and conv blocks re-zero the padding after each layer so it looks
+exactly like the zero padding of an unbatched clip. Everything exports to plain ONNX ops
+(``LSTM``, ``Conv``, ``Gather``, elementwise), TorchScript, the numpy backend and TFLite with no
+packed-sequence machinery.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
-from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-ARCHITECTURES = ("lstm", "attn_bilstm")
-#: Upper bounds that flag a corrupt config (a checkpoint can say anything) before
-#: ``build_model`` tries to allocate it: 4096 hidden units x 16 layers is far beyond an edge model.
-MAX_HIDDEN, MAX_LAYERS, MAX_FEATURES, MAX_CLASSES = 4096, 16, 4096, 4096
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str = "lstm"
-    n_features: int = 40
-    n_classes: int = 8
-    hidden_size: int = 128
-    num_layers: int = 2
-    dropout: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.arch, str) or self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {ARCHITECTURES}")
-        sizes = {"n_features": (self.n_features, MAX_FEATURES), "n_classes": (self.n_classes, MAX_CLASSES),
-                 "hidden_size": (self.hidden_size, MAX_HIDDEN), "num_layers": (self.num_layers, MAX_LAYERS)}
-        for name, (value, most) in sizes.items():
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 1 <= value <= most:
-                raise ValueError(f"{name} must be an integer in [1, {most}], got {value!r}")
-        dropout = self.dropout
-        if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0.0 <= dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
-        if not isinstance(d, dict):
-            raise TypeError(f"model config must be a dict, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+from ser_edge.model_config import (  # noqa: F401  (torch-free; re-exported here)
+    ARCHITECTURES,
+    MAX_CLASSES,
+    MAX_FEATURES,
+    MAX_HIDDEN,
+    MAX_LAYERS,
+    UNIDIRECTIONAL,
+    ModelConfig,
+)
 
 
 def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -125,8 +110,137 @@ class AttentionBiLSTM(nn.Module):
         return self.head(self.dropout(pooled))
 
 
+def init_lstm(lstm: nn.LSTM) -> None:
+    """Xavier-uniform input and recurrent weights, zero biases except the forget gate's, set to 1
+    (split over ``b_ih`` and ``b_hh``), which keeps early gradients flowing through time."""
+    for name, p in lstm.named_parameters():
+        if name.startswith("weight"):
+            for gate in p.data.chunk(4, dim=0):
+                nn.init.xavier_uniform_(gate)
+        else:
+            p.data.zero_()
+            h = p.size(0) // 4
+            p.data[h:2 * h] = 0.5
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over the last axis of ``x (..., F)``. In training, ``x (B, T, F)`` takes its batch
+    statistics from valid frames only (``mask (B, T)``), so padding never shifts them. In eval
+    mode it is the per-feature affine map of the running statistics, exported as such (a
+    ``Mul`` + ``Add`` that the exporters fold into the neighbouring layer where they can)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(n)
+
+    def affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode ``(scale, shift)``, each ``(F,)``: ``y = x * scale + shift``."""
+        mean, var = self.bn.running_mean, self.bn.running_var
+        assert mean is not None and var is not None
+        scale = self.bn.weight * torch.rsqrt(var + self.bn.eps)
+        return scale, self.bn.bias - mean * scale
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.training:
+            if mask is None:
+                return self.bn(x)
+            out = torch.zeros_like(x)
+            out[mask] = self.bn(x[mask])
+            return out
+        scale, shift = self.affine()
+        return x * scale + shift
+
+
+def masked_softmax_pool(scores: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention pooling: ``scores (B, T)``, ``h (B, T, D)``, ``mask (B, T)`` -> ``(B, D)``.
+    A large finite negative on padding (not -inf) survives int8 graphs and never gives NaN."""
+    weights = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1).unsqueeze(-1)
+    return (weights * h).sum(dim=1)
+
+
+class ResLSTMAttention(nn.Module):
+    """ResLSTM-SA: ``x + LSTM_F(x)`` -> BatchNorm -> LSTM_H -> masked soft attention
+    (``softmax_t(w . h_t)``) -> BatchNorm -> dropout -> linear. ``num_layers`` is unused (the
+    family is defined with exactly these two recurrent layers)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        f, h = cfg.n_features, cfg.hidden_size
+        self.lstm1 = nn.LSTM(f, f, 1, batch_first=True)
+        self.bn1 = MaskedBatchNorm(f)
+        self.lstm2 = nn.LSTM(f, h, 1, batch_first=True)
+        self.att = nn.Linear(h, 1)
+        self.bn2 = MaskedBatchNorm(h)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(h, cfg.n_classes)
+        for lstm in (self.lstm1, self.lstm2):
+            init_lstm(lstm)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = valid_mask(lengths, features.size(1))
+        r, _ = self.lstm1(features)
+        x = self.bn1(features + r, mask)
+        h, _ = self.lstm2(x)  # unidirectional: trailing padding never reaches valid steps
+        pooled = masked_softmax_pool(self.att(h).squeeze(-1), h, mask)
+        return self.head(self.dropout(self.bn2(pooled)))
+
+
+class ConvLSTM(nn.Module):
+    """``conv_layers`` x [Conv1d over time (centred kernel) -> masked BatchNorm -> ReLU -> re-zero
+    padding] -> unidirectional LSTM stack -> [masked attention pool, masked mean] -> dropout ->
+    linear. The convolutions learn local spectral-temporal patterns (onsets, formant moves) that
+    an LSTM on raw frames must otherwise spend capacity on."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        c, k = cfg.conv_channels, cfg.conv_kernel
+        self.convs = nn.ModuleList(nn.Conv1d(cfg.n_features if i == 0 else c, c, k, padding=k // 2)
+                                   for i in range(cfg.conv_layers))
+        self.bns = nn.ModuleList(MaskedBatchNorm(c) for _ in range(cfg.conv_layers))
+        self.lstm = nn.LSTM(c, cfg.hidden_size, cfg.num_layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        init_lstm(self.lstm)
+        self.att = nn.Linear(cfg.hidden_size, 1)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(2 * cfg.hidden_size, cfg.n_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = valid_mask(lengths, features.size(1))
+        keep = mask.unsqueeze(-1).to(features.dtype)
+        x = features * keep  # whatever the padding holds, the convolutions see zeros there
+        for conv, bn in zip(self.convs, self.bns):
+            x = conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
+            x = torch.relu(bn(x, mask)) * keep
+        h, _ = self.lstm(x)
+        att = masked_softmax_pool(self.att(h).squeeze(-1), h, mask)
+        mean = (h * keep).sum(dim=1) / lengths.to(h.dtype).unsqueeze(-1)
+        return self.head(self.dropout(torch.cat([att, mean], dim=-1)))
+
+
+class StatsLinear(nn.Module):
+    """``[masked mean, masked std]`` over time (``(B, 2F)``) -> dropout -> linear. No recurrence:
+    logistic regression on utterance functionals, trained by the same loop as the others."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(2 * cfg.n_features, cfg.n_classes)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        keep = valid_mask(lengths, features.size(1)).unsqueeze(-1).to(features.dtype)
+        n = lengths.to(features.dtype).unsqueeze(-1)
+        x = features * keep
+        mean = x.sum(dim=1) / n
+        var = ((x - mean.unsqueeze(1)) * keep).pow(2).sum(dim=1) / n
+        return self.head(self.dropout(torch.cat([mean, torch.sqrt(var + 1e-8)], dim=-1)))
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    return {"lstm": LSTMClassifier, "attn_bilstm": AttentionBiLSTM}[cfg.arch](cfg)
+    return {"lstm": LSTMClassifier, "attn_bilstm": AttentionBiLSTM, "res_lstm_att": ResLSTMAttention,
+            "conv_lstm": ConvLSTM, "stats_linear": StatsLinear}[cfg.arch](cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

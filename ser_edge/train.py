@@ -1,5 +1,7 @@
-"""Training loop: corpus -> speaker-disjoint split -> cached MFCCs -> train-only normalisation ->
-LSTM classifier -> early stopping on validation -> best checkpoint -> test metrics.
+"""The training loop: prepared data (:mod:`ser_edge.prepare`) -> model -> Adam with a cosine or
+plateau schedule, gradient clipping, label smoothing, class weights, augmentation
+(:mod:`ser_edge.augment`) and mixup -> validation every epoch -> best (or last) checkpoint ->
+test metrics. Settings: :class:`ser_edge.config.TrainConfig`.
 
 Determinism and resumption are one design decision: every random draw is derived from
 ``(seed, epoch, ...)`` rather than from a generator that runs through the whole job. Batch order
@@ -36,134 +38,33 @@ import torch
 from torch import nn
 
 from ser_edge import distributed as D
+from ser_edge.augment import (
+    STREAM_ITEM,
+    STREAM_STEP,
+    augment_waveform,
+    derived_seed,
+    epoch_batches,
+    mixup_plan,
+    random_crop,
+    spec_augment,
+)
 from ser_edge.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ser_edge.data import CANONICAL_LABELS, DataError, FeatureStore, Utterance, check_disjoint, load_corpus, speaker_split
-from ser_edge.evaluate import Metrics, evaluate_features, metrics_from_cm, pad_batch, predict_logits, write_metrics
-from ser_edge.models import ARCHITECTURES, ModelConfig, build_model, count_parameters
-from ser_edge.runtime.audio import resample
-from ser_edge.runtime.errors import SerEdgeError
-from ser_edge.runtime.features import FeatureConfig, RunningStats, mfcc, normalise
+from ser_edge.config import RESUMABLE_CHANGES, TrainConfig, TrainError
+from ser_edge.data import FeatureStore, Utterance
+from ser_edge.evaluate import (
+    Metrics,
+    confusion_matrix,
+    cross_entropy,
+    evaluate_features,
+    metrics_from_cm,
+    pad_batch,
+    predict_logits,
+    write_metrics,
+)
+from ser_edge.models import ModelConfig, build_model, count_parameters
+from ser_edge.prepare import Prepared, SplitData, choose_labels, class_weights, prepare
+from ser_edge.runtime.features import raw_features
 from ser_edge.runtime.io import atomic_write_json
-
-#: Items sorted by length within groups of this many batches (less padding, still shuffled).
-BUCKET_BATCHES = 16
-#: Resampling filter half-length for speed perturbation (see augment_waveform).
-AUGMENT_TAPS = 8
-#: TrainConfig fields that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = frozenset({"epochs", "resume", "workers", "cache_dir", "progress", "device",
-                               "checkpoint_every", "out_dir", "root"})
-
-# Sub-streams of the derived randomness (see the module docstring).
-_STREAM_ORDER, _STREAM_ITEM, _STREAM_STEP = 0, 1, 2
-
-
-class TrainError(SerEdgeError, ValueError):
-    """A training configuration or run directory that cannot be used."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; stored in every checkpoint it writes."""
-
-    data: str = "ravdess"  # corpus name, see ser_edge.data.CORPORA
-    root: str = ""  # corpus directory (or manifest file)
-    out_dir: str = "runs/default"
-    labels: Optional[Tuple[str, ...]] = None  # train on this label subset (None = all found)
-    # model
-    arch: str = "lstm"
-    hidden: int = 128
-    layers: int = 2
-    dropout: float = 0.2
-    n_mfcc: int = 40
-    # optimisation
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.1
-    class_weights: bool = True  # inverse class frequency on the training split
-    patience: int = 5  # epochs without validation improvement before stopping
-    monitor: str = "uar"  # validation metric for best checkpoint + early stopping: "uar" | "loss"
-    lr_patience: int = 2  # ReduceLROnPlateau on validation loss
-    lr_factor: float = 0.5
-    # data
-    augment: bool = True
-    augment_prob: float = 0.5  # fraction of training items augmented each epoch
-    noise_snr_db: Tuple[float, float] = (10.0, 30.0)
-    speed_range: Tuple[float, float] = (0.9, 1.1)
-    max_frames: Optional[int] = 400  # random crop of longer training clips (10 ms frames)
-    bucket: bool = True  # batch items of similar length together
-    seed: int = 0
-    ratios: Tuple[float, float, float] = (0.8, 0.1, 0.1)  # speaker shares train/val/test
-    test_speakers: Optional[Tuple[str, ...]] = None
-    val_speakers: Optional[Tuple[str, ...]] = None
-    # infrastructure
-    cache_dir: Optional[str] = None
-    workers: int = 1
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    checkpoint_every: int = 0  # also save last.pt every N steps inside an epoch (0 = epoch ends)
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("labels", "test_speakers", "val_speakers"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v]
-            if value is not None:
-                setattr(self, name, tuple(value))
-        for name in ("noise_snr_db", "speed_range", "ratios"):
-            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
-
-    def validate(self) -> None:
-        """Raise :class:`TrainError` for values no run could use."""
-        problems = []
-        if self.arch not in ARCHITECTURES:
-            problems.append(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
-        for name in ("hidden", "layers", "epochs", "batch_size", "patience", "workers", "n_mfcc"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append("dropout must be in [0, 1)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append("label_smoothing must be in [0, 1)")
-        if not 0.0 <= self.augment_prob <= 1.0:
-            problems.append("augment_prob must be in [0, 1]")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
-            problems.append("lr and grad_clip must be positive, weight_decay non-negative")
-        if self.monitor not in ("uar", "loss"):
-            problems.append("monitor must be 'uar' or 'loss'")
-        lo, hi = self.speed_range
-        if not 0.5 <= lo <= hi <= 2.0:
-            problems.append("speed_range must satisfy 0.5 <= low <= high <= 2")
-        if self.noise_snr_db[0] > self.noise_snr_db[1]:
-            problems.append("noise_snr_db must be (low, high)")
-        if self.max_frames is not None and self.max_frames < 10:
-            problems.append("max_frames must be >= 10 (or None for no crop)")
-        if self.checkpoint_every < 0:
-            problems.append("checkpoint_every must be >= 0")
-        if not self.root:
-            problems.append("root (the corpus location) is required")
-        if self.device not in ("auto", "cpu", "cuda"):
-            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
-        elif self.device == "cuda" and not torch.cuda.is_available():
-            problems.append("device 'cuda' requested but CUDA is not available")
-        if problems:
-            raise TrainError("invalid training config: " + "; ".join(problems))
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def feature_config(self) -> FeatureConfig:
-        """Raw (unfitted) feature config; stats are fitted on the training split."""
-        return FeatureConfig(n_mfcc=self.n_mfcc, n_mels=max(40, self.n_mfcc))
 
 
 @dataclass
@@ -184,181 +85,18 @@ class TrainResult:
     seconds: float = 0.0
 
 
-# ---------------------------------------------------------------------------------------
-# Data preparation
-# ---------------------------------------------------------------------------------------
-
-@dataclass
-class SplitData:
-    """One split's usable items: normalised features ``[(t_i, n_mfcc) float32]`` and class ids."""
-
-    utts: List[Utterance]
-    feats: List[np.ndarray]
-    targets: np.ndarray  # (n,) int64
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-
-@dataclass
-class Prepared:
-    labels: List[str]
-    raw_cfg: FeatureConfig
-    cfg: FeatureConfig  # with training-set stats
-    train: SplitData
-    val: SplitData
-    test: SplitData
-    speakers: Dict[str, List[str]]
-    skipped: List[Tuple[str, str]]
-    store: FeatureStore
-
-
-def choose_labels(utts: Sequence[Utterance], wanted: Optional[Sequence[str]]) -> List[str]:
-    """Class list (index = class id): ``wanted`` as given, or every label found in canonical
-    order (unknown extra labels after, sorted)."""
-    present = {u.label for u in utts}
-    if wanted:
-        missing = [lab for lab in wanted if lab not in present]
-        if missing:
-            raise DataError(f"labels not found in the corpus: {', '.join(missing)} "
-                            f"(found: {', '.join(sorted(present))})")
-        return list(dict.fromkeys(wanted))
-    return [lab for lab in CANONICAL_LABELS if lab in present] + sorted(present - set(CANONICAL_LABELS))
-
-
-def load_features(store: FeatureStore, utts: Sequence[Utterance], workers: int,
-                  env: D.DistEnv) -> Tuple[Dict[str, np.ndarray], List[Tuple[str, str]]]:
-    """Raw MFCCs by path for every readable utterance, plus ``(path, reason)`` for the rest.
-    Each rank extracts a shard (with ``workers`` processes) and the shards are gathered."""
-    kept, skipped = store.load(list(utts)[env.rank::env.world_size], workers=workers)
-    local = ({u.path: store.features(u) for u in kept}, [(u.path, why) for u, why in skipped])
-    feats: Dict[str, np.ndarray] = {}
-    bad: List[Tuple[str, str]] = []
-    for part_feats, part_bad in D.all_gather_objects(env, local):
-        feats.update(part_feats)
-        bad.extend(part_bad)
-    return feats, sorted(set(bad))
-
-
-def prepare(cfg: TrainConfig, env: D.DistEnv, log: Callable[[str], None]) -> Prepared:
-    """Load, split, extract and normalise. Raises :class:`DataError` for unusable data."""
-    utts = load_corpus(cfg.data, os.fspath(cfg.root))
-    labels = choose_labels(utts, cfg.labels)
-    wanted = set(labels)
-    utts = [u for u in utts if u.label in wanted]
-    split = speaker_split(utts, cfg.ratios, cfg.seed, test_speakers=cfg.test_speakers,
-                          val_speakers=cfg.val_speakers)
-    check_disjoint(split)
-    if not split.train or not split.val:
-        raise DataError(f"need training and validation speakers, got {split.summary()}")
-    raw_cfg = cfg.feature_config()
-    store = FeatureStore(raw_cfg, cfg.cache_dir)
-    raw, skipped = load_features(store, utts, cfg.workers, env)
-    for path, why in skipped:
-        log(f"skipping unreadable file: {why}")
-
-    index = {lab: i for i, lab in enumerate(labels)}
-    train_utts = [u for u in split.train if u.path in raw]
-    stats = RunningStats()  # fitted on the training split only: val/test must stay unseen
-    for u in train_utts:
-        stats.update(raw[u.path])
-    try:
-        fcfg = raw_cfg.with_stats(*stats.result())
-    except ValueError:
-        raise DataError("no readable training utterances") from None
-
-    def part(us: Sequence[Utterance]) -> SplitData:
-        kept = [u for u in us if u.path in raw]
-        return SplitData(kept, [normalise(raw[u.path], fcfg) for u in kept],
-                         np.array([index[u.label] for u in kept], dtype=np.int64))
-
-    data = Prepared(labels, raw_cfg, fcfg, part(split.train), part(split.val), part(split.test),
-                    split.speakers(), skipped, store)
-    empty = [lab for lab, n in zip(labels, np.bincount(data.train.targets, minlength=len(labels))) if n == 0]
-    if empty:
-        raise DataError(f"no training utterances for label(s) {', '.join(empty)}; "
-                        f"choose a label subset or other speakers")
-    if not len(data.val):
-        raise DataError("no readable validation utterances")
-    return data
-
-
-def class_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency weights ``(n_classes,) float32``, 1 on average over items:
-    ``w_c = n / (k * n_c)``."""
-    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
-    return (len(targets) / (n_classes * np.maximum(counts, 1))).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------
-# Per-epoch sampling and augmentation (all randomness derived from the seed)
-# ---------------------------------------------------------------------------------------
-
-def derived_seed(*keys: int) -> int:
-    """A 32-bit seed that depends on every key (numpy SeedSequence hashing)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
-
-
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int = 0,
-                  world: int = 1, bucket: bool = True) -> List[np.ndarray]:
-    """This rank's batches of item indices for ``epoch``.
-
-    A seeded permutation is padded (by repetition) to a multiple of ``world`` and dealt out
-    like ``DistributedSampler``, so every rank runs the same number of steps. With ``bucket``,
-    items are sorted by length inside groups of ``BUCKET_BATCHES`` batches and the batches
-    shuffled, so padding stays small while batch composition still changes every epoch.
-    """
-    rng = np.random.default_rng([seed, epoch, _STREAM_ORDER])
-    order = rng.permutation(len(lengths))
-    if world > 1:
-        order = np.resize(order, math.ceil(len(order) / world) * world)[rank::world]
-    if bucket:
-        group = batch_size * BUCKET_BATCHES
-        order = np.concatenate([g[np.argsort(lengths[g], kind="stable")]
-                                for g in (order[i:i + group] for i in range(0, len(order), group))])
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if bucket:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-def augment_waveform(y: np.ndarray, sample_rate: int, rng: np.random.Generator,
-                     snr_db: Tuple[float, float], speed_range: Tuple[float, float]) -> np.ndarray:
-    """Speed perturbation then additive white noise. ``(n,) -> (~n / speed,) float32``.
-
-    Speed is quantised to 0.01 so the resampling ratio stays a small fraction (cheap
-    polyphase path in :func:`resample`); a clip resampled from ``sr * speed`` to ``sr`` plays
-    ``speed`` times faster (tempo and pitch, as in Kaldi-style speed perturbation).
-    """
-    speed = round(float(rng.uniform(*speed_range)), 2)
-    if speed != 1.0:
-        # 8 taps a side (vs 32 for real resampling): ~40 dB stop band is plenty for an
-        # augmentation and ~10x cheaper, so augmenting costs about what the MFCC does.
-        y = resample(y, int(round(sample_rate * speed)), sample_rate, taps_per_side=AUGMENT_TAPS)
-    power = float(np.mean(np.square(y, dtype=np.float64)))
-    snr = float(rng.uniform(*snr_db))
-    noise = rng.standard_normal(len(y)) * math.sqrt(power / 10.0 ** (snr / 10.0))
-    return (y + noise).astype(np.float32)
-
-
-def random_crop(feats: np.ndarray, max_frames: Optional[int], rng: np.random.Generator) -> np.ndarray:
-    """At most ``max_frames`` consecutive frames at a random offset. ``(t, d) -> (min(t, max), d)``."""
-    if max_frames is None or len(feats) <= max_frames:
-        return feats
-    start = int(rng.integers(0, len(feats) - max_frames + 1))
-    return feats[start:start + max_frames]
-
-
 def training_item(data: Prepared, i: int, epoch: int, cfg: TrainConfig) -> np.ndarray:
     """Training features of item ``i`` in ``epoch``: clean (cached) or augmented (recomputed
-    with the one numpy MFCC), then randomly cropped. ``-> (t, n_mfcc) float32``."""
-    rng = np.random.default_rng([cfg.seed, epoch, _STREAM_ITEM, i])
+    with the runtime's one feature implementation), randomly cropped, SpecAugment-masked.
+    A pure function of ``(seed, epoch, i)``. ``-> (t, n_features) float32``."""
+    rng = np.random.default_rng([cfg.seed, epoch, STREAM_ITEM, i])
     feats = data.train.feats[i]
     if cfg.augment and rng.random() < cfg.augment_prob:
         y = data.store.waveform(data.train.utts[i])
-        y = augment_waveform(y, data.raw_cfg.sample_rate, rng, cfg.noise_snr_db, cfg.speed_range)
-        feats = normalise(mfcc(y, data.raw_cfg), data.cfg)
-    return random_crop(feats, cfg.max_frames, rng)
+        y = augment_waveform(y, data.raw_cfg.sample_rate, rng, cfg.noise_snr_db, cfg.speed_range, cfg.gain_db)
+        feats = data.normalise(data.train.utts[i], raw_features(y, data.raw_cfg))
+    feats = random_crop(feats, cfg.max_frames, rng)
+    return spec_augment(feats, cfg.spec_augment, rng) if cfg.spec_augment else feats
 
 
 # ---------------------------------------------------------------------------------------
@@ -376,9 +114,8 @@ def validate(model: nn.Module, part: SplitData, labels: Sequence[str], env: D.Di
     if len(idx):
         logits = predict_logits(model, [part.feats[i] for i in idx], batch_size * 2, env.device)
         y = part.targets[idx]
-        cm = np.bincount(y * k + logits.argmax(axis=1), minlength=k * k).reshape(k, k)
-        loss_sum = float(nn.functional.cross_entropy(torch.from_numpy(logits).double(), torch.from_numpy(y),
-                                                     reduction="sum"))
+        cm = confusion_matrix(y, logits.argmax(axis=1), k)
+        loss_sum = cross_entropy(logits, y) * len(idx)
     packed = D.all_reduce_sum(env, torch.from_numpy(np.concatenate([cm.ravel().astype(np.float64), [loss_sum]])))
     cm = packed[:-1].numpy().round().astype(np.int64).reshape(k, k)
     return metrics_from_cm(cm, labels, loss=float(packed[-1]) / max(1, int(cm.sum())))
@@ -409,7 +146,7 @@ class RunState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "RunState":
+    def from_dict(cls, d: Dict[str, Any]) -> RunState:
         return cls(**d)
 
 
@@ -480,22 +217,27 @@ def _stderr_log(msg: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, on_step: Optional[Callable[[int, int], None]] = None,
-          log: Optional[Callable[[str], None]] = None) -> TrainResult:
-    """Train, select on validation, evaluate the best model on test. See the module docstring.
+          log: Optional[Callable[[str], None]] = None, utts: Optional[Sequence[Utterance]] = None,
+          store: Optional[FeatureStore] = None) -> TrainResult:
+    """Train, select on validation (or keep the last epoch), evaluate on test. See the module
+    docstring.
 
     ``on_step(epoch, step)`` runs after every optimiser step (for tests and tooling); a
     ``KeyboardInterrupt`` it raises, like Ctrl-C, saves ``last.pt`` at that step first.
+    ``utts``/``store``: see :func:`prepare`.
     Raises :class:`DataError` / :class:`TrainError` for unusable data or settings.
     """
     cfg.validate()
     t_start = time.monotonic()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     env = D.setup(cfg.device)
     # Gradients reaching early time steps of a long sequence decay into float32 denormals, which
     # make the CPU LSTM backward ~25x slower (seconds per batch); flushing them to zero changes
     # nothing measurable.
     torch.set_flush_denormal(True)
     try:
-        trainer = Trainer(cfg, env, log)
+        trainer = Trainer(cfg, env, log, utts=utts, store=store)
         trainer.fit(on_step)
         return trainer.finish(t_start)
     finally:
@@ -503,25 +245,35 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int, int], None]] = None
         D.teardown(env)
 
 
+def cosine_lr(base: float, t: float, t0: int, t_mult: int) -> float:
+    """SGDR (cosine annealing with warm restarts, ``eta_min = 0``) at epoch ``t`` (fractional,
+    0-based): cycles of ``t0``, ``t0 * t_mult``, ... epochs. A pure function of ``t``, so a
+    resumed run needs no scheduler state."""
+    if t_mult == 1:
+        t_cur, t_i = t % t0, float(t0)
+    else:
+        n = int(math.floor(math.log(t / t0 * (t_mult - 1) + 1, t_mult)))
+        t_cur, t_i = t - t0 * (t_mult ** n - 1) / (t_mult - 1), float(t0 * t_mult ** n)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t_cur / t_i)))
+
+
 class Trainer:
     """One run's data, model, optimiser and :class:`RunState`; methods are the loop's stages."""
 
-    def __init__(self, cfg: TrainConfig, env: D.DistEnv, log: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, cfg: TrainConfig, env: D.DistEnv, log: Optional[Callable[[str], None]] = None,
+                 utts: Optional[Sequence[Utterance]] = None, store: Optional[FeatureStore] = None) -> None:
         self.cfg, self.env = cfg, env
         quiet: Callable[[str], None] = lambda _m: None  # noqa: E731
         self.say = (log or (_stderr_log if cfg.progress else quiet)) if env.is_main else quiet
         self.out = os.fspath(cfg.out_dir)
         self.best_path, self.last_path = os.path.join(self.out, "best.pt"), os.path.join(self.out, "last.pt")
-        if not cfg.resume and (os.path.exists(self.last_path) or os.path.exists(self.best_path)):
-            raise TrainError(f"{self.out} already holds a training run; resume it (--resume) "
-                             f"or choose another output directory")
-        self.data = data = prepare(cfg, env, self.say)
+        self._check_run_dir()
+        self.data = data = prepare(cfg, env, self.say, utts=utts, store=store)
         spk = data.speakers
         self.say(f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test utterances; "
                  f"speakers {len(spk['train'])}/{len(spk['val'])}/{len(spk['test'])}; labels {', '.join(data.labels)}"
-                 + (f"; {len(data.skipped)} unreadable skipped" if data.skipped else ""))
-        self.mcfg = ModelConfig(arch=cfg.arch, n_features=cfg.n_mfcc, n_classes=len(data.labels),
-                                hidden_size=cfg.hidden, num_layers=cfg.layers, dropout=cfg.dropout)
+                 + (f"; {len(data.skipped)} unusable skipped" if data.skipped else ""))
+        self.mcfg = cfg.model_config(data.cfg.n_features, len(data.labels))
         torch.manual_seed(cfg.seed)
         self.model: nn.Module = build_model(self.mcfg).to(env.device)
         self.n_parameters = count_parameters(self.model)
@@ -538,11 +290,28 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(
             weight=None if self.weights is None else torch.from_numpy(self.weights).to(env.device),
             label_smoothing=cfg.label_smoothing)
-        self.say(f"model: {cfg.arch} hidden {cfg.hidden} x {cfg.layers} layers, {self.n_parameters} parameters, "
-                 f"device {env.device}" + (f", {env.world_size} ranks" if env.distributed else ""))
+        self.say(f"model: {self.mcfg.arch} hidden {self.mcfg.hidden_size}, {self.n_parameters} parameters, "
+                 f"{data.cfg.n_features} features, device {env.device}"
+                 + (f", {env.world_size} ranks" if env.distributed else ""))
         self.progress = Progress(cfg.progress and env.is_main)
 
     # -- state in and out -----------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        """Never overwrite a run without being told to: ``--resume`` continues ``last.pt``,
+        ``--overwrite`` starts again; a finished run (``best.pt`` without ``last.pt``) cannot
+        be resumed."""
+        has_last, has_best = os.path.exists(self.last_path), os.path.exists(self.best_path)
+        if self.cfg.overwrite:
+            return
+        if self.cfg.resume:
+            if not has_last and has_best:
+                raise TrainError(f"{self.out} holds a finished run (best.pt) but no last.pt to resume from; "
+                                 f"choose another --out, or pass --overwrite to replace it")
+            return
+        if has_last or has_best:
+            raise TrainError(f"{self.out} already holds a training run; resume it (--resume), replace it "
+                             f"(--overwrite) or choose another output directory")
+
     def _resume(self) -> None:
         if not os.path.exists(self.last_path):
             self.say(f"nothing to resume in {self.out}; starting from scratch")
@@ -562,6 +331,7 @@ class Trainer:
         self.say(f"resuming {self.last_path}: epoch {self.state.epoch}, step {self.state.step}")
 
     def _checkpoint(self, extra: Dict[str, Any]) -> Checkpoint:
+        check_finite(unwrap(self.model))
         extra = dict(extra, class_weights=None if self.weights is None else self.weights.tolist())
         return make_checkpoint(self.model, self.mcfg, self.data, self.cfg, extra)
 
@@ -575,7 +345,8 @@ class Trainer:
         if self.env.is_main:
             save_checkpoint(self.best_path, self._checkpoint({
                 "epoch": record["epoch"], "val": {k: v for k, v in record.items() if k.startswith("val_")},
-                "monitor": self.cfg.monitor, "history": self.state.history}))
+                "monitor": self.cfg.monitor if self.cfg.select == "best" else "last epoch",
+                "history": self.state.history}))
 
     def write_history(self) -> None:
         if self.env.is_main:
@@ -593,20 +364,40 @@ class Trainer:
             D.barrier(self.env)  # nobody races ahead while rank 0 writes
 
     def make_batch(self, idx: np.ndarray, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Padded training batch ``((b, t, n_mfcc) float32, (b,) int64)``; a pure function of
+        """Padded training batch ``((b, t, n_features) float32, (b,) int64)``; a pure function of
         ``(seed, epoch, idx)``, so it can be built ahead in another thread."""
         return pad_batch([training_item(self.data, int(i), epoch, self.cfg) for i in idx])
 
+    def set_lr(self, epoch: int, step: int, steps: int) -> None:
+        """Cosine schedule: the LR of this step, from ``(epoch, step)`` alone."""
+        if self.cfg.scheduler == "cosine":
+            lr = cosine_lr(self.cfg.lr, epoch - 1 + step / max(1, steps), self.cfg.cosine_t0, self.cfg.cosine_t_mult)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
     def train_step(self, batch: Tuple[np.ndarray, np.ndarray], idx: np.ndarray, epoch: int,
                    step: int) -> Tuple[float, float]:
-        """One optimiser step on items ``idx``. ``-> (summed loss, correct predictions)``."""
+        """One optimiser step on items ``idx``. ``-> (summed loss, correct predictions)``.
+        Raises :class:`TrainError` on a non-finite loss (nothing is saved from such a step)."""
         cfg, dev = self.cfg, self.env.device
-        x, lens = batch
+        x_np, lens_np = batch
         y = torch.from_numpy(self.data.train.targets[idx]).to(dev)
-        torch.manual_seed(derived_seed(cfg.seed, epoch, _STREAM_STEP, step, self.env.rank))  # dropout masks
+        x, lens = torch.from_numpy(x_np).to(dev), torch.from_numpy(lens_np).to(dev)
+        lam, partner = 1.0, None
+        if cfg.mixup > 0 and len(idx) > 1:
+            lam, perm = mixup_plan(len(idx), cfg.mixup, cfg.seed, epoch, step)
+            partner = torch.from_numpy(perm).to(dev)
+            x = lam * x + (1.0 - lam) * x[partner]
+            lens = torch.maximum(lens, lens[partner])  # the mixture spans both items' frames
+        torch.manual_seed(derived_seed(cfg.seed, epoch, STREAM_STEP, step, self.env.rank))  # dropout masks
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model(torch.from_numpy(x).to(dev), torch.from_numpy(lens).to(dev))
+        logits = self.model(x, lens)
         loss = self.criterion(logits, y)
+        if partner is not None:
+            loss = lam * loss + (1.0 - lam) * self.criterion(logits, y[partner])
+        if not torch.isfinite(loss):
+            raise TrainError(f"non-finite training loss at epoch {epoch}, step {step + 1} (learning rate "
+                             f"{self.optimizer.param_groups[0]['lr']:.3g} too high?); stopped without saving it")
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self._updating = True
@@ -622,7 +413,7 @@ class Trainer:
         self.model.train()
         t0 = time.monotonic()
         self._updating = False  # True while parameters change: not a consistent state to save
-        # One thread builds the next batch (augmentation + MFCC in numpy, which releases the
+        # One thread builds the next batch (augmentation + features in numpy, which releases the
         # GIL) while torch trains on this one.
         pool = ThreadPoolExecutor(max_workers=1)
         steps = range(st.step, len(batches))
@@ -632,6 +423,7 @@ class Trainer:
                 batch = ahead.result()
                 if step + 1 < len(batches):
                     ahead = pool.submit(self.make_batch, batches[step + 1], st.epoch)
+                self.set_lr(st.epoch, step, len(batches))
                 loss_sum, correct = self.train_step(batch, batches[step], st.epoch, step)
                 st.sums["loss"] += loss_sum
                 st.sums["correct"] += correct
@@ -665,31 +457,40 @@ class Trainer:
         cfg, st = self.cfg, self.state
         sums = D.all_reduce_sum(self.env, torch.tensor([st.sums["loss"], st.sums["correct"], st.sums["n"]],
                                                        dtype=torch.float64)).tolist()
-        val = validate(unwrap(self.model), self.data.val, self.data.labels, self.env, cfg.batch_size)
-        self.scheduler.step(val.loss)
-        current = score(val, cfg.monitor)
-        is_best = st.improved(current)
         n = max(1.0, sums[2])
-        record = {"epoch": st.epoch, "train_loss": sums[0] / n, "train_acc": sums[1] / n,
-                  "val_loss": val.loss, "val_acc": val.accuracy, "val_uar": val.uar,
-                  "val_weighted_f1": val.weighted_f1, "lr": self.optimizer.param_groups[0]["lr"],
-                  "best": is_best, "seconds": st.sums["seconds"]}
+        record: Dict[str, Any] = {"epoch": st.epoch, "train_loss": sums[0] / n, "train_acc": sums[1] / n,
+                                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": st.sums["seconds"]}
+        val = validate(unwrap(self.model), self.data.val, self.data.labels, self.env, cfg.batch_size) \
+            if len(self.data.val) else None
+        if val is not None:
+            record.update(val_loss=val.loss, val_acc=val.accuracy, val_uar=val.uar, val_weighted_f1=val.weighted_f1)
+            if cfg.scheduler == "plateau":
+                self.scheduler.step(val.loss)
+        if cfg.select == "last" or val is None:
+            is_best = True
+        else:
+            current = score(val, cfg.monitor)
+            is_best = st.improved(current)
+            if is_best:
+                st.best = current
+        record["best"] = is_best
         st.history.append(record)
         if is_best:
-            st.best, st.best_epoch, st.bad_epochs = current, st.epoch, 0
+            st.best_epoch, st.bad_epochs = st.epoch, 0
         else:
             st.bad_epochs += 1
-        st.stopped_early = st.bad_epochs >= cfg.patience
+        st.stopped_early = bool(cfg.patience) and val is not None and cfg.select == "best" \
+            and st.bad_epochs >= cfg.patience
         st.epoch, st.step, st.sums = st.epoch + 1, 0, RunState().sums
         st.finished = st.stopped_early or st.epoch > cfg.epochs
         if is_best:
             self.save_best(record)
         self.save_last()
         self.write_history()
+        val_text = (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} UAR {val.uar:.3f}" if val is not None else "")
         self.say(f"epoch {record['epoch']}/{cfg.epochs}  train loss {record['train_loss']:.4f} "
-                 f"acc {record['train_acc']:.3f}  val loss {val.loss:.4f} acc {val.accuracy:.3f} "
-                 f"UAR {val.uar:.3f}  lr {record['lr']:.2g}  {time.monotonic() - t0:.1f}s"
-                 + ("  *best*" if is_best else ""))
+                 f"acc {record['train_acc']:.3f}{val_text}  lr {record['lr']:.2g}  {time.monotonic() - t0:.1f}s"
+                 + ("  *best*" if is_best and cfg.select == "best" else ""))
         if st.stopped_early:
             self.say(f"early stopping: no validation improvement in {cfg.patience} epochs")
 
@@ -724,5 +525,14 @@ class Trainer:
             seconds=time.monotonic() - t_start)
 
 
+def check_finite(model: nn.Module) -> None:
+    """Refuse to save weights holding NaN or infinity. Raises :class:`TrainError`."""
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainError(f"training diverged: non-finite weights in {', '.join(bad[:3])}"
+                         + (" ..." if len(bad) > 3 else "") + "; nothing was saved (lower the learning rate?)")
+
+
 __all__ = ["TrainConfig", "TrainError", "TrainResult", "Trainer", "train", "prepare", "epoch_batches",
-           "augment_waveform", "class_weights", "choose_labels", "derived_seed"]
+           "augment_waveform", "class_weights", "choose_labels", "derived_seed", "cosine_lr", "training_item"]

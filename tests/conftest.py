@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +50,11 @@ def ravdess_wavs(ravdess_root) -> list:
 
 @pytest.fixture(scope="session")
 def speechlike() -> np.ndarray:
-    """1.5 s of a deterministic voiced, speech-like signal at 16 kHz: ``(24000,) float32``."""
-    sr, dur = 16000, 1.5
-    t = np.arange(int(sr * dur)) / sr
-    f0 = 140 + 30 * np.sin(2 * np.pi * 1.3 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    y = sum(np.sin(k * phase) / k for k in range(1, 12))
-    env = 0.5 * (1 - np.cos(2 * np.pi * 3 * t)) * np.hanning(len(t))
-    rng = np.random.default_rng(0)
-    return (0.2 * y * env + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    """1.5 s of a deterministic voiced, speech-like signal at 16 kHz: ``(24000,) float32``
+    (pitch 140 +- 30 Hz)."""
+    from ser_edge.runtime.signals import speechlike
+
+    return speechlike(1.5, 16000, f0=140.0, wobble=30.0 / 140.0, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -84,5 +81,30 @@ def random_checkpoint(tmp_path_factory):
                                                   {"note": "random init, for tests"}))
             cache[key] = path
         return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def exported_models(random_checkpoint, tmp_path_factory):
+    """Factory: ``exported_models(arch="lstm") -> dir`` holding ``model.onnx``, ``model.int8.onnx``
+    and ``model.npz``, exported by ``export_all`` from ``random_checkpoint(arch)`` once per session
+    and shared by every test that needs a model file. Read-only: copy before changing a file."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from ser_edge.export import export_all
+
+    cache = {}
+
+    def make(arch: str = "lstm") -> Path:
+        if arch not in cache:
+            out = tmp_path_factory.mktemp(f"models-{arch}")
+            with warnings.catch_warnings():
+                # untrained weights may miss the int8 gates (a warning with gate=False); only the files matter
+                warnings.simplefilter("ignore")
+                export_all(str(random_checkpoint(arch)), str(out), formats=("onnx", "numpy"), quantize=True,
+                           gate=False)
+            cache[arch] = out
+        return cache[arch]
 
     return make

@@ -400,6 +400,96 @@ def test_resample_close_to_librosa_soxr(speechlike, sr_out):
     assert inband <= 1e-3
 
 
+def _resample_by_definition(y: np.ndarray, sr_in: int, sr_out: int, taps_per_side: int = 32) -> np.ndarray:
+    """The filter :func:`resample` promises, evaluated output by output in float64 (slow, obvious):
+    output n at input position t = n * sr_in / sr_out is sum_i y[i] * kernel(t - i) over the
+    2 * half inputs with i - floor(t) in (-half, half]."""
+    from math import gcd
+
+    from ser_edge.runtime.audio import _sinc_kernel
+
+    g = gcd(sr_in, sr_out)
+    up, down = sr_out // g, sr_in // g
+    half = int(np.ceil(taps_per_side / min(1.0, up / down)))
+    cutoff = 0.95 * min(1.0, up / down)
+    y = np.asarray(y, dtype=np.float64)
+    out = np.zeros(-(-len(y) * up // down))
+    for n in range(len(out)):
+        base, phase = divmod(n * down, up)
+        i = np.arange(base - half + 1, base + half + 1)
+        ok = (i >= 0) & (i < len(y))
+        out[n] = np.dot(y[i[ok]], _sinc_kernel(phase / up - (i[ok] - base), cutoff, half))
+    return out
+
+
+@pytest.mark.parametrize("sr_in,sr_out,taps", [
+    (48000, 16000, 48), (44100, 16000, 48), (22050, 16000, 48), (8000, 16000, 48), (11025, 16000, 32),
+    (32000, 16000, 32), (88200, 16000, 48), (96000, 16000, 32), (16000, 44100, 48), (14400, 16000, 8),
+    (17600, 16000, 8),
+])
+def test_resample_equals_its_definition(speechlike, sr_in, sr_out, taps):
+    """The tabulated float32 GEMM path computes exactly the documented filter (to float32 rounding)
+    for every common rate, and for training's speed perturbation (8 taps, 0.9x / 1.1x)."""
+    from ser_edge.runtime.audio import DEFAULT_TAPS
+
+    rng = np.random.default_rng(sr_in)
+    y = (0.5 * rng.uniform(-1, 1, 2 * sr_in // 100 + 7)).astype(np.float32)  # 20 ms, ragged length
+    ours = resample(y, sr_in, sr_out) if taps == DEFAULT_TAPS else resample(y, sr_in, sr_out, taps_per_side=taps)
+    ref = _resample_by_definition(y, sr_in, sr_out, taps)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(44101, 16000), (16000, 44101), (12345, 8000), (44100, 16000)])
+def test_dft_path_is_the_same_filter(sr_in, sr_out):
+    """Ratios whose polyphase table would be huge go through the DFT; it applies the same kind of
+    kernel (sampled at integer lags, a slightly lower cut-off), so it agrees with the
+    definition in band; tones come out exact."""
+    from ser_edge.runtime.audio import _geometry, _resample_fft
+
+    y = (0.5 * np.random.default_rng(1).uniform(-1, 1, 3000)).astype(np.float32)
+    ref = _resample_by_definition(y, sr_in, sr_out)
+    geo = _geometry(sr_in, sr_out, 32)
+    ours = _resample_fft(y, geo, len(ref))
+    assert ours.dtype == np.float32
+    # White noise up to its Nyquist: the two differ in the transition band (the DFT path's sits
+    # lower and drops what lies beyond the Nyquist), hardly below 70 % of the lower Nyquist.
+    inband = _interior(_lowpass(ours - ref, sr_out, 0.7 * min(sr_in, sr_out) / 2), 0.1)
+    assert np.sqrt(np.mean(inband ** 2)) <= 3e-3 * np.sqrt(np.mean(ref ** 2))
+    tone_in = tone(3000, 1000.0, 0.5, rate=sr_in).astype(np.float32)
+    expected = tone(len(ref), 1000.0, 0.5, rate=sr_out)
+    np.testing.assert_allclose(_interior(_resample_fft(tone_in, geo, len(ref)), 0.1),
+                               _interior(expected, 0.1), atol=1e-4)
+
+
+def test_dft_path_segments_join_seamlessly(monkeypatch):
+    """Long inputs go through the DFT path in segments with context; the seams are invisible."""
+    from ser_edge.runtime import audio
+
+    y = (0.5 * np.random.default_rng(2).uniform(-1, 1, 20000)).astype(np.float32)
+    for sr_in, sr_out in ((48000, 16000), (16000, 44101)):
+        geo = audio._geometry(sr_in, sr_out, 32)
+        n_out = -(-len(y) * geo.up // geo.down)
+        with monkeypatch.context() as m:
+            m.setattr(audio, "_FFT_SEGMENT", 1 << 30)
+            whole = audio._resample_fft(y, geo, n_out)
+        with monkeypatch.context() as m:
+            m.setattr(audio, "_FFT_SEGMENT", 5000)  # 2 to 4 segments
+            np.testing.assert_allclose(audio._resample_fft(y, geo, n_out), whole, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("sr_in", [383999, 95999, 44101])
+def test_odd_rates_are_correct(sr_in):
+    """Rates with no small ratio to 16 kHz (pattern repeating only every ~16000 outputs): exact
+    length, a 1 kHz tone comes out as that tone, and a tone above the new Nyquist is removed."""
+    n = sr_in // 2
+    for freq, expected_amp in ((1000.0, 0.5), (9000.0, 0.0)):
+        out = resample(tone(n, freq, 0.5, rate=sr_in).astype(np.float32), sr_in, 16000)
+        assert len(out) == -(-n * 16000 // sr_in)
+        expected = tone(len(out), freq, expected_amp, rate=16000)
+        np.testing.assert_allclose(_interior(out), _interior(expected), atol=2e-3)
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("sr_out", [8000, 44100])
 def test_resample_close_to_librosa_soxr_on_real_speech(ravdess_wavs, sr_out):
@@ -426,3 +516,16 @@ def test_streaming_zero_size_placeholder_reads_to_end(tmp_path):
     path = tmp_path / "x.wav"
     path.write_bytes(buf)
     np.testing.assert_allclose(read_wav(path)[0], x, atol=1 / 32768)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_downmix_is_the_channel_mean_bit_for_bit(channels, dtype):
+    """read_wav's down-mix sums whole columns (numpy's reduction along a length-2 axis cost more
+    than resampling and MFCC together) and gives exactly ``mean(axis=1, dtype=float32)``."""
+    from ser_edge.runtime.audio import _downmix
+
+    frames = np.random.default_rng(channels).uniform(-1, 1, (5000, channels)).astype(dtype)
+    mono = _downmix(frames)
+    assert mono.dtype == np.float32 and mono.shape == (5000,)
+    np.testing.assert_array_equal(mono, frames.mean(axis=1, dtype=np.float32))

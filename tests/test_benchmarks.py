@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +102,52 @@ def test_ratio_and_synthetic_clips(bench, tmp_path):
     assert lengths == sorted(lengths) and lengths[0] == 24000 and lengths[-1] == 56000
 
 
+def test_hi_rate_clips_are_stereo_at_the_rate_and_read_back_as_their_mean(bench, tmp_path):
+    """The 44.1/48 kHz inputs are real stereo WAVs in the temp dir; the runtime reads them as the
+    channel mean, and they carry the clip (brought up by soxr HQ) at the new rate."""
+    import wave
+
+    pytest.importorskip("soxr")
+    from ser_edge.runtime.audio import read_wav, resample
+
+    clip = bench.synthetic_clips(tmp_path, 1, 16000)[0]
+    y16, _ = read_wav(clip)
+    (path,) = bench.hi_rate_clips([clip], [y16], 16000, 44100, tmp_path)
+    assert path.parent == tmp_path
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 44100, 2)
+        frames = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2) / 32768.0
+    y, sr = read_wav(path)
+    assert sr == 44100 and len(y) == len(frames) == -(-len(y16) * 44100 // 16000)
+    np.testing.assert_allclose(y, frames.mean(axis=1), atol=1e-6)
+    back = resample(y, 44100, 16000)  # (L + 0.8 L delayed 0.1 ms) / 2: 0.9 x the clip, in band
+    k = len(back) // 10
+    assert np.corrcoef(back[k:-k], y16[k:-k])[0, 1] > 0.99
+
+
+def test_resample_quality_sweep_tells_filters_apart(bench):
+    """The sine sweep measures what it says: soxr HQ and ser-edge are flat in band; a filter that
+    does nothing against aliasing (keep every third sample) has no alias rejection at all."""
+    pytest.importorskip("soxr")
+    from ser_edge.runtime.audio import resample
+
+    ours, soxr = bench.resample_quality(resample, 48000, 16000), bench.resample_quality(bench.soxr_hq, 48000, 16000)
+    naive = bench.resample_quality(lambda y, a, b: y[::3], 48000, 16000)
+    for q in (ours, soxr):
+        assert q["passband_ripple_db"] < 0.01 and q["alias_rejection_db"] > 80
+    assert abs(ours["gain_db_at_0.95_nyquist"] + 6.0) < 0.5  # the cut-off's -6 dB point, as documented
+    assert naive["passband_ripple_db"] < 0.01 and naive["alias_rejection_db"] < 1
+
+
+def test_sections_option(bench):
+    s, _, _ = bench.parse_args(["--sections", "resample,cold_start", "--hi-rates", "48000"])
+    assert s.sections == ("resample", "end_to_end", "cold_start") and s.hi_rates == (48000,)
+    assert bench.parse_args([])[0].sections == bench.SECTIONS
+    for bad in (["--sections", "mfcc,nope"], ["--sections", ""], ["--hi-rates", "44.1k"], ["--hi-rates", "100"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
+
+
 @pytest.mark.realdata
 def test_ravdess_clips_spread_over_actors(bench, ravdess_root):
     clips = bench.ravdess_clips(ravdess_root, 6)
@@ -124,18 +169,10 @@ def test_missing_model_is_a_clean_error(tmp_path):
 # ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_export(random_checkpoint, tmp_path_factory):
+def tiny_export(random_checkpoint, exported_models):
+    """``(checkpoint, dir with its model.onnx / model.int8.onnx / model.npz)``: the session's export."""
     pytest.importorskip("librosa")
-    pytest.importorskip("onnxruntime")
-    from ser_edge.export import export_all
-
-    ckpt = random_checkpoint("lstm", hidden_size=16, num_layers=1, n_classes=4)
-    out = tmp_path_factory.mktemp("bench-export")
-    with warnings.catch_warnings():
-        # an untrained model may miss the int8 gates (a warning with gate=False); only the files matter here
-        warnings.simplefilter("ignore")
-        export_all(str(ckpt), str(out), formats=("onnx", "numpy"), quantize=True, gate=False)
-    return ckpt, out
+    return random_checkpoint("lstm"), exported_models("lstm")
 
 
 @pytest.mark.slow
@@ -191,3 +228,43 @@ def test_smoke_run_writes_every_section(tiny_export, tmp_path):
     sizes = {r["key"]: r for r in res["sizes"]}
     assert {"onnx-fp32", "onnx-int8", "npz", "checkpoint", "state_dict"} <= set(sizes)
     assert all(r["bytes"] > 0 and r["ratio_vs_checkpoint"] > 0 for r in sizes.values())
+
+    rows = {row["rate"]: row for row in res["resample"]["rows"]}
+    assert {48000, 44100, 22050, 8000} <= set(rows) and res["resample"]["to_rate"] == 16000
+    for rate, row in rows.items():
+        assert row["ser-edge"]["cpu_ms"]["median"] >= 0 and row["soxr HQ"]["wall_ms"]["median"] > 0
+        assert row["ratio_soxr_over_ser_edge"]["wall"] > 0 and row["rel_rms_diff_vs_soxr"] < 0.1
+        assert ("quality" in row) == (rate > 16000)
+        for q in row.get("quality", {}).values():
+            assert q["passband_ripple_db"] < 0.01 and q["alias_rejection_db"] > 80
+    assert "Resampling 3 s of speech to 16 kHz" in proc.stdout
+
+    assert set(res["hi_rate"]) == {"44100", "48000"}
+    for hi in res["hi_rate"].values():
+        rows = {r["pipeline"]: r for r in hi["pipelines"]}
+        assert set(rows) == set(e2e)
+        assert all(r["wall_ms"]["median"] > 0 and r["wall_ms"]["n"] == 2 for r in rows.values())
+        # each side resamples its own way, so the logits differ a little, never wildly
+        assert rows["ser-edge numpy fp32"]["max_abs_logit_diff"] < 1.0
+    assert "48 kHz stereo WAVs" in proc.stdout and "WAV → label, 44.1 kHz stereo" in proc.stdout
+
+    stream = {r["model"]: r for r in res["streaming"]["rows"]}
+    assert set(stream) == {name for name, r in e2e.items() if r["kind"] == "runtime"}
+    for r in stream.values():
+        assert r["window_cpu_ms_per_audio_s"] > 0 and r["mode_cpu_ms_per_audio_s"] > 0 and r["hops"] > 0
+    assert "Streaming (listen): CPU per second of audio" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ser_edge_bench_cold_start_memory_is_the_childs_own(tiny_export):
+    """``ser-edge bench``'s cold-start child reports its own peak memory, not the parent's: a
+    parent holding 256 MiB used to make the child report >= 256 MiB (``ru_maxrss`` survives exec)."""
+    from ser_edge.runtime.bench import cold_start, peak_rss_mb
+
+    _, model_dir = tiny_export
+    ballast = np.ones(256 * 2**20 // 8)  # touched: resident in this process
+    assert peak_rss_mb() >= 256
+    report = cold_start(str(model_dir / "model.npz"), backend="numpy", seconds=1.0)
+    del ballast
+    assert report["heavy_modules_loaded"] == []
+    assert 1 < report["peak_rss_mb"] < 200, report["peak_rss_mb"]

@@ -4,6 +4,9 @@ stdout/stderr), on a small exported model."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,16 +14,24 @@ import pytest
 from ser_edge.runtime import Recognizer
 from ser_edge.runtime.audio import write_wav
 
+#: sitecustomize for a subprocess: a device without onnxruntime (32-bit Pi OS has no wheel).
+HIDE_ONNXRUNTIME = """
+import importlib.abc, sys
+
+class NoOnnxRuntime(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "onnxruntime" or name.startswith("onnxruntime."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoOnnxRuntime())
+"""
+
 
 @pytest.fixture(scope="module")
-def models(random_checkpoint, tmp_path_factory):
-    """Directory with model.onnx, model.int8.onnx and model.npz from ``export_all``."""
-    pytest.importorskip("torch")
-    from ser_edge.export import export_all
-
-    out = tmp_path_factory.mktemp("cli-models")
-    export_all(str(random_checkpoint("lstm")), str(out), formats=("onnx", "numpy"), quantize=True, gate=False)
-    return out
+def models(exported_models):
+    """Directory with model.onnx, model.int8.onnx and model.npz (the session's export)."""
+    return exported_models("lstm")
 
 
 @pytest.fixture
@@ -50,7 +61,7 @@ def run_cli(capsys, *args):
 
 
 def test_predict_text_output(capsys, models, wavs):
-    code, out, err = run_cli(capsys, "predict", wavs / "good.wav", wavs / "good44.wav", "--model", models / "model.onnx")
+    code, out, err = run_cli(capsys, "predict", wavs / "good.wav", wavs / "good44.wav", "-m", models / "model.onnx")
     assert code == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(wavs / "good.wav"))
@@ -98,11 +109,65 @@ def test_predict_backend_mismatch(capsys, models, wavs):
 
 def test_selftest(capsys, models):
     for name in ("model.onnx", "model.int8.onnx", "model.npz"):
-        code, out, err = run_cli(capsys, "selftest", models / name)
+        code, out, err = run_cli(capsys, "selftest", "--model", models / name)
         assert code == 0 and out.startswith("PASS"), (name, out, err)
-    code, out, _ = run_cli(capsys, "selftest", models / "model.npz", "--json")
+        assert str(models / name) in out and err == ""
+    code, out, _ = run_cli(capsys, "selftest", "-m", models / "model.npz", "--json")
     res = json.loads(out)
     assert res["passed"] and res["max_abs_diff"] <= res["atol"]
+
+
+def test_positional_model_is_a_deprecated_alias(capsys, models):
+    code, out, err = run_cli(capsys, "selftest", models / "model.npz")
+    assert code == 0 and out.startswith("PASS") and "deprecated" in err and "--model" in err
+    code, _, err = run_cli(capsys, "selftest", models / "model.npz", "--model", models / "model.npz")
+    assert code == 2 and "once" in err
+
+
+def test_help_lists_choices_and_keeps_brackets(capsys):
+    code, out, _ = run_cli(capsys, "listen", "--help")
+    assert code == 0 and "edge[mic]" in " ".join(out.split())  # not eaten as rich markup (may wrap at "-")
+    assert "ema|mean|none" in out and "auto|onnxruntime|litert|numpy" in out
+    code, out, _ = run_cli(capsys, "data", "info", "--help")
+    assert code == 0 and "ravdess|crema-d|tess|emodb|iemocap|folder|manifest" in out
+
+
+def test_cli_choices_match_their_owners():
+    from ser_edge.cli.conventions import BackendChoice, Corpus, ExportFormat
+    from ser_edge.data import CORPORA
+    from ser_edge.export import FORMATS
+    from ser_edge.runtime.backends import BACKENDS
+
+    assert [c.value for c in Corpus] == list(CORPORA)
+    assert [b.value for b in BackendChoice] == ["auto", *BACKENDS]
+    assert [f.value for f in ExportFormat] == list(FORMATS)
+
+
+def test_predict_without_onnxruntime_runs_the_shipped_npz(tmp_path, wavs):
+    """32-bit Pi OS: no onnxruntime wheel. With no --model, predict and selftest fall back to the
+    shipped .npz (numpy backend); asking for onnxruntime says what to install."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(HIDE_ONNXRUNTIME)
+    env = {k: v for k, v in os.environ.items() if k != "SER_EDGE_MODEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])])
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ser_edge", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    probe = subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'onnxruntime'" in probe.stderr  # the device is simulated
+    proc = cli("predict", wavs / "good.wav", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime is not installed" in proc.stderr and "ser-edge-ravdess.npz" in proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["file"] == str(wavs / "good.wav") and abs(sum(record["probabilities"].values()) - 1) < 1e-4
+    proc = cli("selftest", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["backend"] == "numpy"
+    proc = cli("predict", wavs / "good.wav", "--backend", "onnxruntime")
+    assert proc.returncode == 2 and "pip install onnxruntime" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_selftest_without_vector(capsys, models, tmp_path):
@@ -146,8 +211,8 @@ def test_listen_mic_without_sounddevice(capsys, models, monkeypatch):
 @pytest.mark.slow
 def test_bench_json(capsys, models, wavs, tmp_path):
     out_json = tmp_path / "bench" / "report.json"
-    code, out, err = run_cli(capsys, "bench", models / "model.int8.onnx", "--wav", wavs / "good.wav",
-                             "--threads", "1,2", "--repeats", "3", "--json", out_json)
+    code, out, err = run_cli(capsys, "bench", "--model", models / "model.int8.onnx", "--wav", wavs / "good.wav",
+                             "--threads", "1,2", "--repeats", "3", "--json-out", out_json)
     assert code == 0, err
     report = json.loads(out_json.read_text())
     assert [t["threads"] for t in report["threads"]] == [1, 2]
@@ -162,6 +227,14 @@ def test_bench_json(capsys, models, wavs, tmp_path):
     assert list(out_json.parent.iterdir()) == [out_json]  # atomic write leaves no temp file
 
 
+def test_bench_json_switch_prints_the_report(capsys, models, wavs):
+    code, out, err = run_cli(capsys, "bench", "-m", models / "model.npz", "--wav", wavs / "good.wav", "--repeats", "1",
+                             "--no-cold-start", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["backend"] == "numpy" and report["cold_start"] is None and report["audio_s"] == pytest.approx(1.5)
+
+
 def test_bench_rejects_bad_threads(capsys, models):
-    code, _, err = run_cli(capsys, "bench", models / "model.npz", "--threads", "1,x")
+    code, _, err = run_cli(capsys, "bench", "--model", models / "model.npz", "--threads", "1,x")
     assert code == 2 and "--threads" in err

@@ -24,9 +24,9 @@ from ser_edge.data import (
 )
 from ser_edge.data import store as store_mod
 from ser_edge.data.splits import allocate
-from ser_edge.runtime.audio import load_audio, write_wav
+from ser_edge.runtime.audio import load_audio, load_clip, write_wav
 from ser_edge.runtime.errors import SerEdgeError
-from ser_edge.runtime.features import FeatureConfig, mfcc
+from ser_edge.runtime.features import FeatureConfig, mfcc, raw_features
 
 SR = 16000
 
@@ -346,8 +346,8 @@ def test_corrupt_wavs_are_reported_not_raised(small_corpus):
 
 
 def test_features_match_runtime_and_are_memoised(small_corpus, monkeypatch):
-    counter = _Counter(mfcc)
-    monkeypatch.setattr(store_mod, "mfcc", counter)
+    counter = _Counter(raw_features)
+    monkeypatch.setattr(store_mod, "raw_features", counter)
     cfg = FeatureConfig()
     store = FeatureStore(cfg)
     utt = small_corpus[0]
@@ -360,8 +360,8 @@ def test_features_match_runtime_and_are_memoised(small_corpus, monkeypatch):
 
 
 def test_waveform_is_memoised(small_corpus, monkeypatch):
-    counter = _Counter(load_audio)
-    monkeypatch.setattr(store_mod, "load_audio", counter)
+    counter = _Counter(load_clip)
+    monkeypatch.setattr(store_mod, "load_clip", counter)
     store = FeatureStore(FeatureConfig(sample_rate=8000))
     y = store.waveform(small_corpus[0])
     assert y.dtype == np.float32 and y.ndim == 1
@@ -377,8 +377,8 @@ def test_disk_cache_hit_across_instances(small_corpus, tmp_path, monkeypatch):
     assert all(os.path.isfile(first.cache_file(u)) for u in utts)
     assert first.stats == {"disk": 0, "computed": 3}
 
-    counter = _Counter(mfcc)
-    monkeypatch.setattr(store_mod, "mfcc", counter)
+    counter = _Counter(raw_features)
+    monkeypatch.setattr(store_mod, "raw_features", counter)
     fitted = cfg.with_stats(np.zeros(cfg.n_mfcc), np.ones(cfg.n_mfcc))  # stats do not change raw MFCC
     second = FeatureStore(fitted, cache_dir=cache)
     for u, w in zip(utts, want):
@@ -434,11 +434,11 @@ def test_parallel_load_equals_serial(small_corpus, tmp_path):
 @pytest.mark.realdata
 def test_real_ravdess_corpus(ravdess_root):
     index = load_corpus("ravdess", ravdess_root)
-    assert len(index) == 1434 and not index.skipped
+    assert len(index) == 1440 and not index.skipped  # the complete, untrimmed speech set
     assert len(index.speakers()) == 24
     assert index.labels() == sorted(CANONICAL_LABELS)
     split = speaker_split(index, seed=0)
     check_disjoint(split)
     counts = {p: len(s) for p, s in split.speakers().items()}
     assert counts == dict(zip(("train", "val", "test"), allocate(24, (0.8, 0.1, 0.1))))
-    assert len(split.train) + len(split.val) + len(split.test) == 1434
+    assert len(split.train) + len(split.val) + len(split.test) == 1440

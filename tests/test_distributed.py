@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from ser_edge.train import TrainConfig, train
-    r = train(TrainConfig(**json.loads(sys.argv[1])))
+    r = train(TrainConfig.from_flat(**json.loads(sys.argv[1])))
     print("RESULT " + json.dumps({"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]),
                                   "epochs": r.epochs_run, "test": None if r.test is None else r.test.uar}))
 """)

@@ -17,9 +17,19 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from ser_edge.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from ser_edge.export import (EvalSet, ExportError, GateFailure, eval_set_from_corpus, export_all,  # noqa: E402
-                             parse_formats)
-from ser_edge.export import numpy_export, onnx_export, parity, pipeline, torchscript_export  # noqa: E402
+from ser_edge.export import (  # noqa: E402
+    EvalSet,
+    ExportError,
+    GateFailure,
+    eval_set_from_corpus,
+    export_all,
+    numpy_export,
+    onnx_export,
+    parity,
+    parse_formats,
+    pipeline,
+    torchscript_export,
+)
 from ser_edge.export.common import build_metadata, make_selftest, selftest_input, speechlike, torch_logits  # noqa: E402
 from ser_edge.models import ModelConfig, build_model  # noqa: E402
 from ser_edge.runtime.features import FeatureConfig  # noqa: E402
@@ -27,6 +37,8 @@ from ser_edge.runtime.metadata import ModelMetadata  # noqa: E402
 
 ARCHS = ("lstm", "attn_bilstm")
 MODEL_FILES = ("model.onnx", "model.int8.onnx", "model.ts", "model.int8.ts", "model.npz")
+#: A unidirectional lstm also gets its stateful graphs, for streaming (issue 10).
+STREAM_FILES = ("model.stream.onnx", "model.int8.stream.onnx")
 FP32_ATOL = 1e-4
 
 
@@ -86,7 +98,8 @@ def trained(tmp_path_factory):
         torch.manual_seed(0)
         rng = np.random.default_rng(0)
         means = 0.8 * rng.standard_normal((4, 40))
-        mcfg = ModelConfig(arch=arch, n_features=40, n_classes=4, hidden_size=24, num_layers=1, dropout=0.0)
+        mcfg = ModelConfig(arch=arch, n_features=40, n_classes=4, hidden_size=24, num_layers=1, dropout=0.0,
+                           conv_channels=8)  # conv_channels: conv_lstm only
         model = build_model(mcfg)
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
         for _ in range(60):
@@ -174,11 +187,54 @@ def test_check_ops_refuses_unconverted_lstm(random_checkpoint, tmp_path):
         onnx_export.check_ops(onnx.load(path), path, {"DynamicQuantizeLSTM": 2, "LSTM": 0})
 
 
+def test_stats_linear_onnx_fp32_and_int8_head(random_checkpoint, tmp_path):
+    """No LSTM at all: fp32 is pooling + one Gemm over symbolic batch/time; int8 turns that head
+    into MatMulInteger (onnxruntime has no dynamic int8 Gemm) and changes the logits a little."""
+    ckpt, model, meta = _model_and_meta(random_checkpoint("stats_linear"))
+    n_lstm = onnx_export.lstm_count("stats_linear", ckpt.model_config.num_layers)
+    src, dst = str(tmp_path / "model.onnx"), str(tmp_path / "model.int8.onnx")
+    onnx_export.export_onnx(model, meta, src, n_lstm)
+    onnx_export.quantize_onnx(src, dst, n_lstm)
+    ops = [n.op_type for n in onnx.load(src).graph.node]
+    assert n_lstm == 0 and "LSTM" not in ops and ops.count("Gemm") == 1
+    q_ops = [n.op_type for n in onnx.load(dst).graph.node]
+    assert q_ops.count("MatMulInteger") == 1 and not {"Gemm", "LSTM", "DynamicQuantizeLSTM"} & set(q_ops)
+    assert not [p for p in os.listdir(tmp_path) if p not in ("model.onnx", "model.int8.onnx")]  # no temp left
+    dims = [d.dim_param or d.dim_value for d in onnx.load(dst).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "time", 40]
+    run, qrun = onnx_export.OnnxRunner(src), onnx_export.OnnxRunner(dst)
+    for lengths in SHAPES:
+        x, n = _padded(lengths)
+        ref = torch_logits(model, x, n)
+        assert np.abs(run(x, n) - ref).max() <= FP32_ATOL, lengths
+        q = qrun(x, n)
+        assert q.shape == ref.shape and 0 < np.abs(q - ref).max() < 0.05, lengths
+
+
+@pytest.mark.parametrize("alpha,match", [(2.0, "not a plain Linear"), (None, "would quantise nothing")])
+def test_lstm_free_int8_refuses_what_it_cannot_quantise(tmp_path, alpha, match):
+    """Without LSTMs the head is all int8 has to quantise: a Gemm it cannot rewrite exactly, or
+    none at all, is an error rather than an "int8" file that is fp32 inside."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    inits = [numpy_helper.from_array(np.ones((2, 3), np.float32), "W"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "b")]
+    node = (helper.make_node("Identity", ["x"], ["y"]) if alpha is None
+            else helper.make_node("Gemm", ["x", "W", "b"], ["y"], alpha=alpha, transB=1))
+    src = str(tmp_path / "head.onnx")
+    onnx.save(helper.make_model(helper.make_graph([node], "g", [x], [y], inits if alpha else []),
+                                opset_imports=[helper.make_opsetid("", 17)]), src)
+    with pytest.raises(ExportError, match=match):
+        onnx_export.quantize_onnx(src, str(tmp_path / "head.int8.onnx"), 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # TorchScript
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + ("stats_linear",))
 def test_torchscript_fp32_and_int8_dynamic_shapes(random_checkpoint, tmp_path, arch):
     _, model, meta = _model_and_meta(random_checkpoint(arch))
     fp32, int8 = str(tmp_path / "model.ts"), str(tmp_path / "model.int8.ts")
@@ -186,8 +242,10 @@ def test_torchscript_fp32_and_int8_dynamic_shapes(random_checkpoint, tmp_path, a
     qmodel = torchscript_export.quantize_int8(model)
     torchscript_export.export_torchscript(qmodel, meta, int8)
     loaded, qloaded = torch.jit.load(fp32), torch.jit.load(int8)
-    with zipfile.ZipFile(int8) as zf:  # the archive holds the dynamic-quantised LSTM's code
-        assert any("ao/nn/quantized/dynamic/modules/rnn.py" in n for n in zf.namelist())
+    # the archive holds the dynamic-quantised LSTM's code (stats_linear: its head Linear's)
+    module = "linear.py" if arch == "stats_linear" else "rnn.py"
+    with zipfile.ZipFile(int8) as zf:
+        assert any(f"ao/nn/quantized/dynamic/modules/{module}" in n for n in zf.namelist())
     for lengths in SHAPES:
         x, n = _padded(lengths)
         ref = torch_logits(model, x, n)
@@ -232,9 +290,35 @@ def _npz_lstm(x, z, stack, num_layers):
     return x
 
 
+def _npz_conv(x, weight, bias):
+    """Documented conv: ``x (n, C_in)`` with zeros outside 0..n-1, ``weight (C_out, C_in, K)`` -> ``(n, C_out)``."""
+    k = weight.shape[2]
+    xp = np.concatenate([np.zeros((k // 2, x.shape[1])), x, np.zeros((k // 2, x.shape[1]))])
+    return np.stack([bias + sum(weight[:, :, j] @ xp[t + j] for j in range(k)) for t in range(len(x))])
+
+
+def _npz_att_pool(z, h):
+    """Documented soft attention of res_lstm_att / conv_lstm over all rows of ``h (n, H)``."""
+    s = h @ z["att.W"][0] + z["att.b"][0]
+    w = np.exp(s - s.max())
+    return (w / w.sum()) @ h
+
+
 def _npz_forward(z, x):
     """Logits for one unpadded item ``x (n, F)`` from the npz dict ``z``."""
     layers = int(z["__num_layers__"])
+    if str(z["__arch__"]) == "stats_linear":
+        mean = x.mean(axis=0)
+        std = np.sqrt(((x - mean) ** 2).mean(axis=0) + 1e-8)
+        return z["head.W"] @ np.concatenate([mean, std]) + z["head.b"]
+    if str(z["__arch__"]) == "res_lstm_att":
+        y = (x + _npz_lstm(x, z, "lstm1", layers)) * z["bn1.scale"] + z["bn1.shift"]
+        return z["head.W"] @ _npz_att_pool(z, _npz_lstm(y, z, "lstm2", layers)) + z["head.b"]
+    if str(z["__arch__"]) == "conv_lstm":
+        for i in range(int(z["__conv_layers__"])):
+            x = np.maximum(_npz_conv(x, z[f"conv{i}.W"], z[f"conv{i}.b"]), 0.0)
+        h = _npz_lstm(x, z, "lstm", layers)
+        return z["head.W"] @ np.concatenate([_npz_att_pool(z, h), h.mean(axis=0)]) + z["head.b"]
     if str(z["__arch__"]) == "lstm":
         return z["head.W"] @ _npz_lstm(x, z, "lstm", layers)[-1] + z["head.b"]
     h = np.concatenate([_npz_lstm(x, z, "fwd", layers), _npz_lstm(x[::-1], z, "bwd", layers)[::-1]], axis=1)
@@ -260,6 +344,106 @@ def test_npz_layout_matches_pytorch(random_checkpoint, tmp_path, arch):
     ref = torch_logits(model, x, n)
     ours = np.stack([_npz_forward(z, x[i, :n[i]].astype(np.float64)) for i in range(len(n))])
     assert np.abs(ours - ref).max() <= FP32_ATOL
+
+
+def test_npz_stats_linear_layout_matches_pytorch(random_checkpoint, tmp_path):
+    ckpt, model, meta = _model_and_meta(random_checkpoint("stats_linear"))
+    path = str(tmp_path / "model.npz")
+    numpy_export.export_numpy(ckpt.state_dict, ckpt.model_config, meta, path)
+    with np.load(path, allow_pickle=False) as npz:
+        z = {k: npz[k] for k in npz.files}
+    assert {k for k in z if not k.startswith("__")} == NEW_NPZ_KEYS["stats_linear"]
+    assert int(z["__num_layers__"]) == 0 and z["head.W"].shape == (4, 80)
+    x, n = _padded([37, 12, 1], seed=3)
+    ref = torch_logits(model, x, n)
+    ours = np.stack([_npz_forward(z, x[i, :n[i]].astype(np.float64)) for i in range(len(n))])
+    assert np.abs(ours - ref).max() <= FP32_ATOL
+
+
+# ---------------------------------------------------------------------------------------------
+# res_lstm_att and conv_lstm: BatchNorm folded at export; every format against PyTorch
+# ---------------------------------------------------------------------------------------------
+
+NEW_ARCHS = ("res_lstm_att", "conv_lstm")
+#: Documented npz weights of the two (numpy_export's docstring), for trained(arch)'s config;
+#: stats_linear (no LSTM, no BatchNorm) has its head only.
+NEW_NPZ_KEYS = {
+    "stats_linear": {"head.W", "head.b"},
+    "res_lstm_att": {f"{s}.l0.{p}" for s in ("lstm1", "lstm2") for p in ("W_ih", "W_hh", "b_ih", "b_hh")}
+    | {"bn1.scale", "bn1.shift", "att.W", "att.b", "head.W", "head.b"},
+    "conv_lstm": {f"lstm.l0.{p}" for p in ("W_ih", "W_hh", "b_ih", "b_hh")}
+    | {"conv0.W", "conv0.b", "conv1.W", "conv1.b", "att.W", "att.b", "head.W", "head.b"},
+}
+
+
+@pytest.mark.parametrize("arch", NEW_ARCHS)
+def test_npz_folds_batchnorm_and_matches_pytorch(trained, tmp_path, arch):
+    ckpt, model, meta = _model_and_meta(trained(arch)[0])
+    stats = [m.running_var for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert stats and all(float((v - 1).abs().max()) > 0.05 for v in stats), "BatchNorm statistics never moved"
+    path = str(tmp_path / "model.npz")
+    numpy_export.export_numpy(ckpt.state_dict, ckpt.model_config, meta, path)
+    with np.load(path, allow_pickle=False) as npz:
+        z = {k: npz[k] for k in npz.files}
+    assert {k for k in z if not k.startswith("__")} == NEW_NPZ_KEYS[arch]  # folded: no running statistics
+    assert int(z["__format_version__"]) == 1 and int(z["__num_layers__"]) == 1
+    assert arch != "conv_lstm" or int(z["__conv_layers__"]) == ckpt.model_config.conv_layers
+    x, n = _padded([37, 12, 1], seed=3)
+    ref = torch_logits(model, x, n)
+    ours = np.stack([_npz_forward(z, x[i, :n[i]].astype(np.float64)) for i in range(len(n))])
+    assert np.abs(ours - ref).max() <= FP32_ATOL
+
+
+def _fp32_runners(out):
+    """``{file: runner}`` of every fp32 artifact in ``out``, each opened as the device would."""
+    from ser_edge.runtime.backends.numpy_lstm import NumpyLSTMBackend
+
+    script = torch.jit.load(str(out / "model.ts"))
+    return {"model.onnx": onnx_export.OnnxRunner(str(out / "model.onnx")),
+            "model.ts": lambda f, n: torch_logits(script, f, n),
+            "model.npz": NumpyLSTMBackend(str(out / "model.npz")).run}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", NEW_ARCHS + ("stats_linear",))
+def test_new_archs_export_everywhere_and_pass_gates(trained, tmp_path, arch):
+    path, ev = trained(arch)
+    ckpt, model, _ = _model_and_meta(path)
+    cfg, out = ckpt.model_config, tmp_path / "out"
+    report = export_all(path, out, quantize=True, eval_data=ev)
+    assert report.passed and _model_files(out) == sorted(MODEL_FILES)
+    for a in report.artifacts:
+        if a.precision == "fp32":
+            assert a.max_abs_diff <= FP32_ATOL and a.top1_agreement == 1.0, a
+        else:
+            assert a.top1_agreement >= 0.98 and a.weighted_f1_delta >= -0.01, a
+    # ONNX: native LSTM (and Conv) ops over symbolic batch and time; int8 keeps the LSTMs native
+    proto = onnx.load(str(out / "model.onnx"))
+    ops = [node.op_type for node in proto.graph.node]
+    n_lstm = onnx_export.lstm_count(arch, cfg.num_layers)
+    assert ops.count("LSTM") == n_lstm == {"res_lstm_att": 2, "stats_linear": 0}.get(arch, cfg.num_layers)
+    assert ops.count("Conv") == (cfg.conv_layers if arch == "conv_lstm" else 0)
+    assert "BatchNormalization" not in ops and {"Mul", "Add"} <= set(ops)  # eval BatchNorm = folded affine
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "time", 40]
+    q_ops = [node.op_type for node in onnx.load(str(out / "model.int8.onnx")).graph.node]
+    assert q_ops.count("DynamicQuantizeLSTM") == n_lstm and "LSTM" not in q_ops
+    assert arch != "stats_linear" or (q_ops.count("MatMulInteger") == 1 and "Gemm" not in q_ops)  # int8 head
+    # TorchScript int8: LSTMs and Linears dynamic int8, convolutions (and BatchNorm) stay fp32
+    qmodel = torchscript_export.quantize_int8(model)
+    assert type(qmodel.head) is not torch.nn.Linear
+    assert all(type(c) is torch.nn.Conv1d for c in getattr(qmodel, "convs", []))
+    # Padding invariance in every fp32 format: a batch of unequal lengths, junk in the padding,
+    # gives each item's logits alone; both equal PyTorch's.
+    x, n = _padded([37, 5, 1, 120], seed=4)
+    for i, k in enumerate(n):
+        x[i, k:] = 7.0
+    ref = torch_logits(model, x, n)
+    for name, run in _fp32_runners(out).items():
+        batch = run(x, n)
+        alone = np.concatenate([run(x[i:i + 1, :k], n[i:i + 1]) for i, k in enumerate(n)])
+        assert np.abs(batch - alone).max() <= 1e-5, name
+        assert np.abs(batch - ref).max() <= FP32_ATOL, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,12 +474,13 @@ def test_export_all_quantized_passes_gates(trained, tmp_path, arch):
     ckpt = load_checkpoint(str(path))
     report = export_all(path, tmp_path / "out", quantize=True, eval_data=ev)
     out = tmp_path / "out"
-    assert _model_files(out) == sorted(MODEL_FILES) and not _leftovers(out)
+    files = MODEL_FILES + (STREAM_FILES if arch == "lstm" else ())
+    assert _model_files(out) == sorted(files) and not _leftovers(out)
     parity_json = json.loads((out / "parity.json").read_text())
     assert parity_json["passed"] and parity_json["gates_enforced"] and parity_json["failures"] == []
     assert parity_json["eval_set"]["n_clips"] == 64
     by_name = {a["name"]: a for a in parity_json["artifacts"]}
-    assert set(by_name) == set(MODEL_FILES)
+    assert set(by_name) == set(files)
     for name, a in by_name.items():
         assert a["size_bytes"] == os.path.getsize(out / name)
         if a["evaluated"]:
@@ -310,7 +495,7 @@ def test_export_all_quantized_passes_gates(trained, tmp_path, arch):
     assert "model.int8.onnx" in report.table()
 
     # every file carries the runtime's metadata, and its self-test holds on that very file
-    for name in MODEL_FILES:
+    for name in files:
         p = str(out / name)
         meta = ModelMetadata.from_props(_props(p), p)
         assert meta.labels == ckpt.labels and meta.feature_config == ckpt.feature_config
@@ -347,14 +532,10 @@ def test_default_heldout_set_is_synthetic_and_npz_parity(random_checkpoint, tmp_
     d = json.loads((tmp_path / "parity.json").read_text())
     assert d["eval_set"]["synthetic"] and d["eval_set"]["n_clips"] == 4 * 6
     assert any("synthetic" in n for n in d["eval_set"]["notes"])
-    assert [a["name"] for a in d["artifacts"]] == ["model.onnx", "model.npz"]  # FORMATS order
-    npz = d["artifacts"][1]
-    try:
-        import ser_edge.runtime.backends.numpy_lstm  # noqa: F401
-    except ModuleNotFoundError:
-        assert not npz["evaluated"] and "numpy backend" in npz["note"]
-    else:  # the runtime's numpy LSTM reproduces PyTorch from the npz
-        assert npz["evaluated"] and npz["max_abs_diff"] <= FP32_ATOL and npz["gate"] == "pass"
+    # FORMATS order; an lstm's stateful graph follows its plain graph
+    assert [a["name"] for a in d["artifacts"]] == ["model.onnx", "model.stream.onnx", "model.npz"]
+    npz = d["artifacts"][2]  # the runtime's numpy LSTM reproduces PyTorch from the npz
+    assert npz["evaluated"] and npz["max_abs_diff"] <= FP32_ATOL and npz["gate"] == "pass"
     assert report.passed
 
 
@@ -363,7 +544,8 @@ def test_gate_failure_publishes_no_model(random_checkpoint, tmp_path, monkeypatc
     with pytest.raises(GateFailure, match="max \\|logit diff\\|") as info:
         export_all(random_checkpoint("lstm"), tmp_path, formats="onnx,torchscript")
     assert _model_files(tmp_path) == [] and not _leftovers(tmp_path)
-    d = json.loads((tmp_path / "parity.json").read_text())
+    assert not (tmp_path / "parity.json").exists()  # the report of a failure never takes that name
+    d = json.loads((tmp_path / "parity.failed.json").read_text())
     assert not d["passed"] and d["gates_enforced"] and d["published"] == []
     assert {a["gate"] for a in d["artifacts"]} == {"fail"} and {a["path"] for a in d["artifacts"]} == {None}
     assert info.value.report is not None and "fail" in info.value.report.table()
@@ -373,7 +555,7 @@ def test_no_gate_publishes_loudly(random_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(parity.GATES, "fp32_max_abs_diff", -1.0)
     with pytest.warns(UserWarning, match="parity gates NOT enforced"):
         report = export_all(random_checkpoint("lstm"), tmp_path, formats="onnx", gate=False)
-    assert _model_files(tmp_path) == ["model.onnx"] and not report.passed
+    assert _model_files(tmp_path) == ["model.onnx", "model.stream.onnx"] and not report.passed
     d = json.loads((tmp_path / "parity.json").read_text())
     assert d["gates_enforced"] is False and d["passed"] is False and d["published"]
 
@@ -427,7 +609,8 @@ def _bad_checkpoints(tmp_path, random_checkpoint):
 
 
 def test_refuses_bad_checkpoints(random_checkpoint, tmp_path):
-    expected = {"random bytes": r"not a ser-edge checkpoint \(not a torch file", "not ours": "not a ser-edge checkpoint",
+    expected = {"random bytes": r"not a ser-edge checkpoint \(not a torch file",
+                "not ours": "not a ser-edge checkpoint",
                 "labels": "3 labels but the model has 4 outputs", "weights": "weights do not match"}
     for kind, path in _bad_checkpoints(tmp_path, random_checkpoint).items():
         out = tmp_path / f"out-{kind.replace(' ', '-')}"
@@ -501,7 +684,8 @@ def test_cli_export(cli, random_checkpoint, tmp_path):
     res = cli("export", random_checkpoint("lstm"), "--out", tmp_path, "--formats", "onnx,numpy")
     assert res.exit_code == 0, res.output
     assert "model.onnx" in res.stdout and "held-out set: synthetic" in res.stdout and "parity.json" in res.stdout
-    assert _model_files(tmp_path) == ["model.npz", "model.onnx"] and (tmp_path / "parity.json").is_file()
+    assert _model_files(tmp_path) == ["model.npz", "model.onnx", "model.stream.onnx"]
+    assert (tmp_path / "parity.json").is_file()
 
 
 def test_cli_bad_formats_and_flags(cli, random_checkpoint, tmp_path):

@@ -20,9 +20,11 @@ from ser_edge.runtime.features import (
     dct_matrix,
     extract,
     fft_window,
+    log_mel,
     mel_filterbank,
     mfcc,
     normalise,
+    power_spectrogram,
 )
 
 librosa = pytest.importorskip("librosa")
@@ -104,6 +106,85 @@ def test_degenerate_inputs_give_finite_frames(n):
     out = extract(np.zeros(n, dtype=np.float32), cfg)
     assert out.shape == (1 + n // 160, 40) and out.dtype == np.float32
     assert np.all(np.isfinite(out))
+
+
+# ---------------------------------------------------------------------------------------
+# The blocked, workspace-reusing STFT (runtime/features.py: where the time goes)
+# ---------------------------------------------------------------------------------------
+
+def _power_by_definition(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """|rfft(window * frame)|^2 of every centre-padded frame, the obvious float64 way."""
+    padded = np.pad(np.asarray(y, dtype=np.float64), cfg.n_fft // 2)
+    frames = np.stack([padded[i * cfg.hop_length:i * cfg.hop_length + cfg.n_fft] for i in range(cfg.n_frames(len(y)))])
+    return np.abs(np.fft.rfft(frames * fft_window(cfg.window, cfg.win_length, cfg.n_fft), axis=1)) ** 2
+
+
+@pytest.mark.parametrize("n_fft,win_length,hop,n", [
+    (512, 400, 160, 64 * 160 - 1), (512, 400, 160, 64 * 160), (512, 400, 160, 200 * 160 + 77),
+    (4096, 4096, 1024, 30000), (4096, 2048, 2048, 50000), (256, 256, 64, 257),
+])
+def test_power_spectrogram_is_the_definition_across_blocks(n_fft, win_length, hop, n):
+    """Lengths that end exactly on, just before and well past a block of frames (64 frames of
+    512), long frames."""
+    cfg = FeatureConfig(n_fft=n_fft, win_length=win_length, hop_length=hop)
+    y = (0.3 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
+    ref = _power_by_definition(y, cfg)
+    np.testing.assert_allclose(power_spectrogram(y, cfg), ref, rtol=1e-9, atol=1e-12 * ref.max())
+
+
+@pytest.mark.parametrize("cfg", [
+    FeatureConfig(n_fft=4096, win_length=4096, hop_length=1024, window="hann"),
+    FeatureConfig(n_fft=4096, win_length=4096, hop_length=2048, window="hann", n_mfcc=13),
+    FeatureConfig(n_fft=1024, win_length=1024, hop_length=512, n_mels=64, n_mfcc=20),
+    FeatureConfig(n_mels=80, n_mfcc=40),
+])
+def test_mfcc_matches_librosa_for_other_frame_and_band_layouts(speechlike, cfg):
+    long = np.concatenate([speechlike] * 4)  # 6 s: several blocks of frames
+    assert rel_err(mfcc(long, cfg), librosa_mfcc(long, cfg)) <= REL_TOL
+
+
+def test_log_mel_matches_librosa(speechlike):
+    cfg = FeatureConfig()
+    ref = librosa.power_to_db(librosa.feature.melspectrogram(
+        y=speechlike, sr=cfg.sample_rate, n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length,
+        window=cfg.window, center=True, pad_mode="constant", n_mels=cfg.n_mels, htk=False), top_db=cfg.top_db).T
+    assert rel_err(log_mel(speechlike, cfg), ref) <= REL_TOL
+
+
+def test_mfcc_is_thread_safe_and_independent_of_call_order(speechlike):
+    """The STFT workspace is per thread and per geometry: interleaving configurations and
+    threads gives exactly the results of one call each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfgs = [FeatureConfig(), FeatureConfig(n_fft=4096, win_length=4096, hop_length=1024), FeatureConfig(hop_length=80),
+            FeatureConfig(win_length=512), FeatureConfig(win_length=256, window="hann")]  # same FFT, other windows
+    clips = [speechlike, np.concatenate([speechlike] * 3), speechlike[:5000]]
+    expected = {(i, j): mfcc(y, c) for i, c in enumerate(cfgs) for j, y in enumerate(clips)}
+    jobs = [(i, j) for _ in range(4) for i in range(len(cfgs)) for j in range(len(clips))]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda ij: mfcc(clips[ij[1]], cfgs[ij[0]]), jobs))
+    for ij, got in zip(jobs, results):
+        np.testing.assert_array_equal(got, expected[ij])
+
+
+def test_a_wider_window_leaves_nothing_behind_for_a_narrower_one(speechlike):
+    """The reused STFT buffers zero the columns outside the window once; a config with the same
+    FFT size but a narrower window must not see what a wider one wrote there."""
+    wide, narrow = FeatureConfig(win_length=512), FeatureConfig(win_length=256, window="hann")
+    mfcc(speechlike, wide)
+    assert rel_err(mfcc(speechlike, narrow), librosa_mfcc(speechlike, narrow)) <= REL_TOL
+
+
+def test_mfcc_of_extreme_levels_stays_finite():
+    """Squared magnitudes are float32 for speed; audio so loud they would overflow takes the
+    float64 path and gives the same answer as a quiet copy, shifted by the gain in dB (c0 only)."""
+    cfg = FeatureConfig(top_db=None)
+    y = (0.3 * np.random.default_rng(0).standard_normal(4000)).astype(np.float64)
+    quiet, loud = mfcc(y, cfg), mfcc(y * 1e30, cfg)
+    assert np.all(np.isfinite(loud))
+    shift = np.zeros(cfg.n_mfcc)
+    shift[0] = 600.0 * np.sqrt(cfg.n_mels)  # +600 dB in every band, through the orthonormal DCT
+    np.testing.assert_allclose(loud, quiet + shift, rtol=1e-5, atol=1e-2)
 
 
 def test_mfcc_rejects_multichannel_input():

@@ -704,10 +704,12 @@ def test_onnx_with_nan_weights_refuses_to_predict(exported, scratch):
 @fuzz(20)
 @given(st.binary(max_size=600).map(lambda b: b[:4] + b"TFL3" + b[4:]) | st.binary(max_size=600))
 def test_load_random_tflite_bytes_with_sidecar(scratch, data):
-    """Metadata from a valid sidecar, so the bytes reach the LiteRT engine itself."""
+    """Metadata and the file's sha256 from a valid sidecar, so the bytes reach the LiteRT engine itself."""
     pytest.importorskip("ai_edge_litert")
+    from ser_edge.runtime.backends.litert import DIGEST_KEY, file_digest
+
     path = write_tmp(scratch, data, ".tflite")
-    Path(path + ".json").write_text(json.dumps(GOOD_PROPS))
+    Path(path + ".json").write_text(json.dumps({**GOOD_PROPS, DIGEST_KEY: file_digest(data)}))
     assert load_or_error(path) is None
 
 

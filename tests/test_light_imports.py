@@ -13,7 +13,7 @@ import pytest
 HEAVY = ("torch", "librosa", "onnx", "scipy", "sklearn", "tensorflow")
 
 # Prints the heavy top-level packages present in sys.modules at exit, as JSON.
-REPORT = "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (HEAVY,)
+REPORT = f"import sys, json; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
 
 
 def heavy_modules_after(code: str) -> list:
@@ -23,13 +23,8 @@ def heavy_modules_after(code: str) -> list:
 
 
 @pytest.fixture(scope="module")
-def models(random_checkpoint, tmp_path_factory):
-    pytest.importorskip("torch")
-    from ser_edge.export import export_all
-
-    out = tmp_path_factory.mktemp("light-models")
-    export_all(str(random_checkpoint("attn_bilstm")), str(out), formats=("onnx", "numpy"), quantize=True, gate=False)
-    return out
+def models(exported_models):
+    return exported_models("attn_bilstm")
 
 
 def test_import_runtime_is_light():

@@ -22,21 +22,13 @@ TIMING_KEYS = {"load_audio_ms", "features_ms", "model_ms", "total_ms", "audio_s"
 
 
 @pytest.fixture(scope="module")
-def exported(random_checkpoint, tmp_path_factory):
-    """Factory ``exported(arch) -> (out_dir, checkpoint)``: model.onnx, model.int8.onnx, model.npz
-    exported by ``ser_edge.export.export_all`` from an untrained checkpoint."""
+def exported(random_checkpoint, exported_models):
+    """Factory ``exported(arch) -> (out_dir, checkpoint)``: the session's model.onnx,
+    model.int8.onnx and model.npz of an untrained checkpoint (``exported_models``), and that checkpoint."""
     from ser_edge.checkpoint import load_checkpoint
-    from ser_edge.export import export_all
-
-    cache = {}
 
     def make(arch: str = "lstm"):
-        if arch not in cache:
-            ckpt_path = random_checkpoint(arch)
-            out = tmp_path_factory.mktemp(f"export-{arch}")
-            export_all(str(ckpt_path), str(out), formats=("onnx", "numpy"), quantize=True, gate=False)
-            cache[arch] = (out, load_checkpoint(str(ckpt_path)))
-        return cache[arch]
+        return exported_models(arch), load_checkpoint(str(random_checkpoint(arch)))
 
     return make
 
@@ -55,16 +47,34 @@ def torch_reference(ckpt, waves):
 
 # -- the numpy LSTM itself, against torch (no export involved) ---------------------------------
 
-@pytest.mark.parametrize("arch", ["lstm", "attn_bilstm"])
+ALL_ARCHS = ["lstm", "attn_bilstm", "res_lstm_att", "conv_lstm", "stats_linear"]
+
+
+def _randomise_batchnorm(model, seed):
+    """Give every BatchNorm running statistics and an affine far from identity (what training
+    does), so that folding them at export is really exercised. Returns ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(0.2 + 2 * torch.rand(n, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(n, generator=g))
+            m.bias.data.copy_(0.5 * torch.randn(n, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_numpy_lstm_matches_torch_on_padded_batch(arch):
     from ser_edge.export.numpy_export import npz_arrays
     from ser_edge.models import ModelConfig, build_model
 
     torch.manual_seed(1)
-    cfg = ModelConfig(arch=arch, n_features=40, n_classes=5, hidden_size=24, num_layers=2, dropout=0.0)
-    model = build_model(cfg).eval()
+    cfg = ModelConfig(arch=arch, n_features=40, n_classes=5, hidden_size=24, num_layers=2, dropout=0.0,
+                      conv_channels=8)
+    model = _randomise_batchnorm(build_model(cfg), seed=2).eval()
     arrays = npz_arrays(model.state_dict(), cfg, _dummy_metadata(cfg.n_classes))
-    weights = weights_from_arrays(arrays, arch, cfg.num_layers, cfg.n_features, cfg.n_classes)
+    weights = weights_from_arrays(arrays, arch, int(arrays["__num_layers__"]), cfg.n_features, cfg.n_classes)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 50, 40)).astype(np.float32)
     lengths = np.array([50, 17, 1])
@@ -75,9 +85,41 @@ def test_numpy_lstm_matches_torch_on_padded_batch(arch):
     got = ARCHITECTURES[arch](x, lengths, weights)
     assert got.dtype == np.float32 and got.shape == (3, 5)
     assert np.max(np.abs(got - ref)) <= 1e-5
-    # padding content must not matter
+    # padding content must not matter, and a padded batch gives each item's logits alone
     x[1, 17:] = 123.0
     assert np.max(np.abs(ARCHITECTURES[arch](x, lengths, weights) - got)) <= 1e-6
+    alone = np.concatenate([ARCHITECTURES[arch](x[i:i + 1, :n], lengths[i:i + 1], weights)
+                            for i, n in enumerate(lengths)])
+    assert np.max(np.abs(alone - got)) <= 1e-5
+
+
+#: Corruptions of a res_lstm_att / conv_lstm / stats_linear npz that its loader must refuse with one clear line.
+BAD_NEW_ARCH_NPZ = [
+    ("res_lstm_att", {"__num_layers__": np.array(2)}),  # two single-layer stacks, nothing else
+    ("res_lstm_att", {"bn1.scale": np.ones(39, np.float32)}),
+    ("res_lstm_att", {"bn1.shift": np.full(40, np.inf, np.float32)}),
+    ("res_lstm_att", {"att.W": np.ones((2, 32), np.float32)}),
+    ("conv_lstm", {"__conv_layers__": np.array(3)}),  # no conv2.W in the file
+    ("conv_lstm", {"__conv_layers__": np.array(0)}),
+    ("conv_lstm", {"__conv_layers__": np.array("x")}),
+    ("conv_lstm", {"conv0.W": np.ones((64, 40, 4), np.float32)}),  # even kernel: not centred
+    ("conv_lstm", {"conv0.W": np.ones((0, 40, 5), np.float32), "conv0.b": np.ones(0, np.float32)}),
+    ("conv_lstm", {"conv1.W": np.ones((64, 63, 5), np.float32)}),  # does not read conv0's channels
+    ("conv_lstm", {"lstm.l0.W_ih": np.ones((128, 40), np.float32)}),
+    ("stats_linear", {"__num_layers__": np.array(1)}),  # it has no LSTM: files say 0
+    ("stats_linear", {"head.W": np.ones((4, 40), np.float32)}),  # reads the means only
+    ("stats_linear", {"head.b": np.full(4, np.nan, np.float32)}),
+]
+
+
+@pytest.mark.parametrize("arch,change", BAD_NEW_ARCH_NPZ, ids=lambda v: v if isinstance(v, str) else "-".join(v))
+def test_corrupt_new_arch_npz_is_a_clear_error(exported, tmp_path, arch, change):
+    out, _ = exported(arch)
+    with np.load(out / "model.npz", allow_pickle=False) as z:
+        arrays = {**{k: z[k] for k in z.files}, **change}
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(MetadataError, match=f"bad.npz: weights do not match a {arch} model"):
+        Recognizer.load(tmp_path / "bad.npz")
 
 
 def _dummy_metadata(n_classes):
@@ -174,8 +216,9 @@ def test_predict_wav_any_rate_and_format(exported, speechlike, tmp_path):
                                atol=1e-5)
 
 
-def test_predict_batch_matches_single(exported, speechlike):
-    out, _ = exported("attn_bilstm")
+@pytest.mark.parametrize("arch", ["attn_bilstm", "res_lstm_att", "conv_lstm", "stats_linear"])
+def test_predict_batch_matches_single(exported, speechlike, arch):
+    out, _ = exported(arch)
     for name in ("model.onnx", "model.npz"):
         rec = Recognizer.load(out / name)
         clips = [speechlike, speechlike[:9000], speechlike[3000:20000]]
@@ -215,7 +258,7 @@ def test_backend_rejects_misshapen_inputs(exported):
 # -- parity: numpy MFCC + each backend vs PyTorch -------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["lstm", "attn_bilstm"])
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_backends_match_pytorch_on_synthetic_speech(exported, speechlike, arch):
     out, ckpt = exported(arch)
     clips = [speechlike, speechlike[4000:16000], 0.3 * speechlike[::-1].copy()]
@@ -228,7 +271,7 @@ def test_backends_match_pytorch_on_synthetic_speech(exported, speechlike, arch):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.parametrize("arch", ["lstm", "attn_bilstm"])
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_backends_match_pytorch_on_real_speech(exported, ravdess_wavs, arch):
     out, ckpt = exported(arch)
     waves = [load_audio(p, ckpt.feature_config.sample_rate) for p in ravdess_wavs]
@@ -277,3 +320,34 @@ def test_default_model_path_env_override(exported, monkeypatch, tmp_path):
     monkeypatch.setenv("SER_EDGE_MODEL", str(tmp_path / "nope.onnx"))
     with pytest.raises(SerEdgeError, match="no such model file"):
         default_model_path()
+
+
+def test_default_model_path_per_backend(monkeypatch):
+    """Each backend has a shipped model; auto = onnxruntime where installed, else the .npz."""
+    from ser_edge.runtime import recognizer
+
+    monkeypatch.delenv("SER_EDGE_MODEL", raising=False)
+    paths = {b: default_model_path(b) for b in ("onnxruntime", "litert", "numpy")}
+    assert {b: p.rsplit("/", 1)[-1] for b, p in paths.items()} == recognizer.SHIPPED_MODELS
+    assert default_model_path() == paths["onnxruntime"]
+    monkeypatch.setattr(recognizer, "is_installed", lambda module: module != "onnxruntime")
+    assert default_model_path() == paths["numpy"] and recognizer.default_backend() == "numpy"
+    with pytest.raises(SerEdgeError, match="unknown backend"):
+        default_model_path("tensorrt")
+
+
+def test_classify_features_is_the_one_inference_step(exported, speechlike):
+    """predict() and the self-test go through classify_features; smoothing, the rtf base and a
+    stream span are applied there and nowhere else."""
+    out, _ = exported("lstm")
+    rec = Recognizer.load(out / "model.npz")
+    feats = rec.features(speechlike)
+    direct = rec.logits(feats[None], np.array([len(feats)], dtype=np.int64))[0]
+    pred = rec.classify_features(feats, 1.5, 0.0, 0.0, rtf_base_s=0.5, smooth=lambda p: p[::-1], start_s=1.0,
+                                 end_s=2.5)
+    np.testing.assert_array_equal(pred.logits, direct)
+    reported = softmax(direct)[::-1]
+    assert list(pred.probabilities.values()) == pytest.approx(reported.tolist())
+    assert pred.label == rec.labels[int(np.argmax(reported))] and (pred.start_s, pred.end_s) == (1.0, 2.5)
+    assert pred.timing["rtf"] == pytest.approx(pred.timing["total_ms"] / 1e3 / 0.5)
+    np.testing.assert_array_equal(rec.predict(speechlike).logits, direct)  # predict: the same step

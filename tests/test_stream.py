@@ -18,14 +18,9 @@ SR = 16000
 
 
 @pytest.fixture(scope="module")
-def rec(random_checkpoint, tmp_path_factory):
+def rec(exported_models):
     """A small exported LSTM on the pure-numpy backend (fast, no engine)."""
-    pytest.importorskip("torch")
-    from ser_edge.export import export_all
-
-    out = tmp_path_factory.mktemp("stream-model")
-    export_all(str(random_checkpoint("lstm")), str(out), formats=("numpy",), gate=False)
-    return Recognizer.load(out / "model.npz")
+    return Recognizer.load(exported_models("lstm") / "model.npz")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +40,7 @@ def push_in_chunks(stream, y, sizes):
 
 
 def test_each_hop_classifies_the_latest_window(rec, audio):
-    stream = rec.stream(window_s=1.0, hop_s=0.5, smoothing="none")
+    stream = rec.stream(window_s=1.0, hop_s=0.5, smoothing="none", mode="window")
     preds = stream.push(audio)
     window, hop = SR, SR // 2
     assert len(preds) == 1 + (len(audio) - window) // hop
@@ -63,13 +58,14 @@ def test_each_hop_classifies_the_latest_window(rec, audio):
     assert stream.flush() == []
 
 
+@pytest.mark.parametrize("mode", ["window", "incremental", "stateful"])
 @pytest.mark.parametrize("sizes", [[1], [7, 160, 3333], [SR // 2], [40000]])
-def test_chunking_does_not_change_predictions(rec, audio, sizes):
-    whole = rec.stream(window_s=1.0, hop_s=0.25, smoothing="ema").push(audio)
+def test_chunking_does_not_change_predictions(rec, audio, sizes, mode):
+    whole = rec.stream(window_s=1.0, hop_s=0.25, smoothing="ema", mode=mode).push(audio)
     if sizes == [1]:
         audio = audio[:SR + SR // 4 + 5]  # sample-by-sample is slow in Python; two hops suffice
         whole = whole[:2]
-    chunked = push_in_chunks(rec.stream(window_s=1.0, hop_s=0.25, smoothing="ema"), audio, sizes)
+    chunked = push_in_chunks(rec.stream(window_s=1.0, hop_s=0.25, smoothing="ema", mode=mode), audio, sizes)
     assert len(chunked) == len(whole)
     for a, b in zip(chunked, whole):
         np.testing.assert_array_equal(a.logits, b.logits)
@@ -92,7 +88,7 @@ def test_ema_and_mean_smoothing(rec, audio):
 
 
 def test_short_stream_is_classified_on_flush(rec, speechlike):
-    stream = rec.stream(window_s=2.0, hop_s=0.5)
+    stream = rec.stream(window_s=2.0, hop_s=0.5, mode="window")
     assert stream.push(speechlike[:12000]) == []  # less than a window: nothing yet
     (pred,) = stream.flush()
     np.testing.assert_array_equal(pred.logits, rec.predict(speechlike[:12000]).logits)
@@ -120,16 +116,19 @@ def test_int16_chunks_equal_float_chunks(rec, speechlike):
     assert [p.probabilities for p in a] == [p.probabilities for p in b]
 
 
-def test_memory_stays_bounded_over_a_long_stream(rec, speechlike):
-    stream = rec.stream(window_s=0.5, hop_s=0.5, smoothing="mean", history=4)
+@pytest.mark.parametrize("mode", ["window", "incremental", "stateful"])
+def test_memory_stays_bounded_over_a_long_stream(rec, speechlike, mode):
+    stream = rec.stream(window_s=0.5, hop_s=0.5, smoothing="mean", history=4, mode=mode)
     ring, nbytes = stream._ring, stream.buffer_nbytes
-    assert nbytes == SR // 2 * 4
+    assert ring.nbytes == SR // 2 * 4 and (nbytes == ring.nbytes) == (mode == "window")
     rng = np.random.default_rng(0)
     n_preds = 0
     for _ in range(40):  # 40 x 1.5 s = 60 s of audio, in ragged chunks
         n_preds += len(push_in_chunks(stream, speechlike, list(rng.integers(100, 9000, size=5))))
         assert stream._ring is ring and stream.buffer_nbytes == nbytes
         assert len(stream.smoother.recent) <= 4
+        if stream._cache is not None:  # audio awaiting its frames: under a hop plus one FFT span
+            assert len(stream._cache._audio) <= stream.hop + 2 * rec.feature_config.n_fft
     assert stream.total == 40 * len(speechlike)
     assert n_preds == stream.total // (SR // 2)
 

@@ -280,7 +280,7 @@ def test_cli_synth_and_info(tmp_path):
     # a stray unlisted-but-listed row: info reports it as skipped
     with open(out / "manifest.csv", "a") as f:
         f.write("synth01/missing.wav,angry,synth01\n")
-    res = runner.invoke(data.app, ["info", "manifest", str(out)])
+    res = runner.invoke(data.app, ["info", "--data", "manifest", "--root", str(out)])
     assert res.exit_code == 0, res.output
     assert "utterances: 16" in res.output and "speakers: 2" in res.output
     for label in CANONICAL_LABELS:
@@ -293,6 +293,6 @@ def test_cli_info_bad_corpus_is_a_user_error(tmp_path):
 
     from ser_edge.cli import data
 
-    res = CliRunner().invoke(data.app, ["info", "manifest", str(tmp_path / "nowhere")])
+    res = CliRunner().invoke(data.app, ["info", "--data", "manifest", "--root", str(tmp_path / "nowhere")])
     assert res.exit_code != 0
     assert isinstance(res.exception, DataError)

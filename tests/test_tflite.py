@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,19 +18,29 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
 from ser_edge.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from ser_edge.export import tflite_export as tfl  # noqa: E402
 from ser_edge.export.common import build_metadata, make_selftest, speechlike, torch_logits  # noqa: E402
 from ser_edge.export.errors import ExportError  # noqa: E402
-from ser_edge.export import tflite_export as tfl  # noqa: E402
 from ser_edge.models import ModelConfig, build_model  # noqa: E402
 from ser_edge.runtime.backends import load_backend  # noqa: E402
-from ser_edge.runtime.backends.litert import (LiteRTBackend, TFLiteInterpreter, read_embedded_props,  # noqa: E402
-                                              sidecar_path)
+from ser_edge.runtime.backends.litert import (  # noqa: E402
+    DIGEST_KEY,
+    LiteRTBackend,
+    TFLiteInterpreter,
+    file_digest,
+    read_embedded_props,
+    sidecar_path,
+)
 from ser_edge.runtime.features import FeatureConfig, RunningStats, mfcc, normalise  # noqa: E402
 from ser_edge.runtime.metadata import MetadataError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-ARCHS = ("lstm", "attn_bilstm")
+ARCHS = ("lstm", "attn_bilstm", "res_lstm_att", "conv_lstm", "stats_linear")
+#: Model sizes: hidden 32 x 2 layers, except the BatchNorm architectures, kept tiny (one conversion
+#: each is the slow part) yet with every weight matrix >= 1024 values, i.e. int8 after conversion.
+SIZES = {"res_lstm_att": {"hidden_size": 16},
+         "conv_lstm": {"hidden_size": 16, "num_layers": 1, "conv_channels": 16, "conv_kernel": 5}}
 FP32_ATOL = 1e-4
 INT8_MIN_AGREEMENT = 0.98
 #: Padded batches probed: 1, 37 and 300 frames alone, and batches of 3 with unequal lengths.
@@ -98,8 +108,8 @@ def exported(request, data, tmp_path_factory):
     """``(ckpt, torch model, props, {"fp32": path, "int8": path})`` for one trained tiny model."""
     fcfg, train, _ = data
     torch.manual_seed(0)
-    mcfg = ModelConfig(arch=request.param, n_features=fcfg.n_mfcc, n_classes=len(VOICES),
-                       hidden_size=32, num_layers=2, dropout=0.0)
+    size = {"hidden_size": 32, "num_layers": 2, **SIZES.get(request.param, {})}
+    mcfg = ModelConfig(arch=request.param, n_features=fcfg.n_mfcc, n_classes=len(VOICES), dropout=0.0, **size)
     model = _train(build_model(mcfg), *train)
     labels = ["neutral", "happy", "sad", "angry"]
     ckpt = Checkpoint(mcfg, fcfg, labels, model.state_dict(), {"note": "test_tflite"})
@@ -181,15 +191,39 @@ def _large_constants(path):
 
 def test_graph_is_builtin_ops_with_int8_weights(exported):
     ckpt, _, _, paths = exported
+    cfg = ckpt.model_config
     for path in paths.values():
         ops = tfl.op_types(path)
-        assert "WHILE" in ops and "FULLY_CONNECTED" in ops
+        assert ("WHILE" in ops) == (cfg.arch != "stats_linear") and "FULLY_CONNECTED" in ops  # loop = LSTM
         assert not [op for op in ops if op.startswith("Flex") or not op.isupper()], ops
-    n_matrices = 2 * ckpt.model_config.num_layers * (2 if ckpt.model_config.arch == "attn_bilstm" else 1)
+    n_matrices = {"lstm": 2 * cfg.num_layers, "attn_bilstm": 4 * cfg.num_layers,  # kernel + recurrent per layer
+                  "res_lstm_att": 4,  # two single-layer LSTMs
+                  "conv_lstm": cfg.conv_layers + 2 * cfg.num_layers,
+                  "stats_linear": 0}[cfg.arch]  # head (4, 80) < 1024 values: float (see the next test)
     assert _large_constants(paths["fp32"]).get("FLOAT32", 0) >= n_matrices
     int8 = _large_constants(paths["int8"])
     assert "FLOAT32" not in int8 and int8.get("INT8", 0) >= n_matrices
-    assert paths["int8"].stat().st_size < paths["fp32"].stat().st_size
+    if n_matrices:
+        assert paths["int8"].stat().st_size < paths["fp32"].stat().st_size
+
+
+def test_stats_linear_head_of_1024_values_is_int8(tmp_path):
+    """stats_linear's only weight is its head ``(C, 2F)``: dynamic-range int8 quantises it once it
+    reaches the converter's 1024 values (here 13 classes x 80), and the logits then move a little."""
+    torch.manual_seed(3)
+    mcfg = ModelConfig(arch="stats_linear", n_features=40, n_classes=13, dropout=0.0)
+    model = build_model(mcfg).eval()
+    fcfg = FeatureConfig().with_stats(np.zeros(40), np.ones(40))
+    ckpt = Checkpoint(mcfg, fcfg, [f"c{i}" for i in range(13)], model.state_dict(), {"note": "test_tflite"})
+    for name, quantize in (("fp32.tflite", False), ("int8.tflite", True)):
+        (tmp_path / name).write_bytes(tfl.convert(ckpt, quantize=quantize))
+    assert _large_constants(tmp_path / "fp32.tflite") == {"FLOAT32": 1}
+    assert _large_constants(tmp_path / "int8.tflite") == {"INT8": 1}
+    x, n = _random_batch([37, 1, 16], seed=2)
+    ref = torch_logits(model, x, n)
+    fp32, int8 = (TFLiteInterpreter(str(tmp_path / f))(x, n) for f in ("fp32.tflite", "int8.tflite"))
+    assert np.abs(fp32 - ref).max() <= FP32_ATOL
+    assert 0 < np.abs(int8 - fp32).max() < 0.05 * np.abs(ref).max()
 
 
 # --- metadata ----------------------------------------------------------------------------------
@@ -199,13 +233,15 @@ def test_metadata_round_trip(exported):
     fp32 = LiteRTBackend(str(paths["fp32"]))
     assert fp32.metadata.to_props() == props
     assert tfl.read_metadata_props(paths["fp32"]) == props
-    assert json.loads(open(sidecar_path(str(paths["fp32"]))).read()) == props
+    assert json.loads(open(sidecar_path(str(paths["fp32"]))).read()) == {**props, DIGEST_KEY: file_digest(
+        paths["fp32"].read_bytes())}
     int8 = LiteRTBackend(str(paths["int8"]))
     assert int8.metadata.quantization == tfl.INT8_QUANTIZATION
     assert int8.metadata.labels == fp32.metadata.labels
     assert int8.metadata.feature_config == fp32.metadata.feature_config
     assert int8.metadata.selftest.atol > fp32.metadata.selftest.atol
-    assert json.loads(open(sidecar_path(str(paths["int8"]))).read()) == int8.metadata.to_props()
+    assert json.loads(open(sidecar_path(str(paths["int8"]))).read()) == {**int8.metadata.to_props(), DIGEST_KEY:
+                                                                          file_digest(paths["int8"].read_bytes())}
 
 
 def test_embed_props_replaces_the_old_entry(exported):
@@ -230,7 +266,8 @@ def test_sidecar_is_the_fallback_and_neither_is_refused(exported, tmp_path):
     assert read_embedded_props(bare.read_bytes()) is None
     with pytest.raises(MetadataError, match="no ser-edge metadata"):
         LiteRTBackend(str(bare))
-    shutil.copy(sidecar_path(str(paths["fp32"])), sidecar_path(str(bare)))
+    sidecar = json.loads(open(sidecar_path(str(paths["fp32"]))).read())
+    Path(sidecar_path(str(bare))).write_text(json.dumps({**sidecar, DIGEST_KEY: file_digest(bare.read_bytes())}))
     assert LiteRTBackend(str(bare)).metadata.to_props() == props
 
 
@@ -274,9 +311,11 @@ def test_old_engine_refusing_int8_names_the_needed_version(exported, monkeypatch
         def __init__(self, **kwargs):
             raise ValueError("Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'")
 
-    _, _, _, paths = exported
+    ckpt, _, _, paths = exported
     _fake_tflite_runtime(monkeypatch, OldInterpreter)
-    with pytest.raises(MetadataError, match=r"needs TFLite runtime >= 2\.\d+.*tflite_runtime"):
+    # int8 weights need the hybrid kernels of TFLite 2.x; stats_linear's small head stayed float
+    major = 1 if ckpt.model_config.arch == "stats_linear" else 2
+    with pytest.raises(MetadataError, match=rf"needs TFLite runtime >= {major}\.\d+.*tflite_runtime"):
         LiteRTBackend(str(paths["int8"]))
 
 

@@ -51,9 +51,10 @@ def tiny(corpus: str, out, cache: str, **overrides) -> TrainConfig:
     crops, inter-layer and head dropout, shuffled bucketed batches (4 steps per epoch)."""
     cfg = dict(data="manifest", root=corpus, out_dir=str(out), arch="lstm", hidden=16, layers=2, dropout=0.2,
                epochs=3, batch_size=8, lr=0.01, ratios=(2, 1, 1), seed=0, cache_dir=cache, progress=False,
-               max_frames=120, augment_prob=0.5)
+               max_frames=120, augment=True, augment_prob=0.5, select="best", mixup=0.0, n_mfcc=40, n_chroma=0,
+               n_fft=512, win_length=400, hop_length=160, window="hamming", n_mels=40, gain_norm_db=None)
     cfg.update(overrides)
-    return TrainConfig(**cfg)
+    return TrainConfig.from_flat(**cfg)
 
 
 def weights(path) -> dict:
@@ -161,12 +162,12 @@ def test_progress_line_only_on_a_terminal():
 
 def test_config_validation():
     with pytest.raises(TrainError, match="arch"):
-        TrainConfig(root="x", arch="gru").validate()
+        TrainConfig.from_flat(root="x", arch="gru").validate()
     with pytest.raises(TrainError, match="root"):
         TrainConfig().validate()
     with pytest.raises(TrainError, match="dropout"):
-        TrainConfig(root="x", dropout=1.5).validate()
-    cfg = TrainConfig(root="x", labels="happy,sad", test_speakers=["a"])
+        TrainConfig.from_flat(root="x", dropout=1.5).validate()
+    cfg = TrainConfig.from_flat(root="x", labels="happy,sad", test_speakers=["a"])
     assert cfg.labels == ("happy", "sad") and cfg.test_speakers == ("a",)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -201,7 +202,7 @@ def test_checkpoint_records_split_labels_and_train_only_stats(reference, corpus,
     assert {len(split[p]) for p in ("train", "val", "test")} == {2, 1}
     assert not (set(split["train"]) & set(split["val"]) or set(split["train"]) & set(split["test"])
                 or set(split["val"]) & set(split["test"]))
-    assert ckpt.extra["train_config"]["seed"] == 0 and ckpt.extra["train_config"]["arch"] == "lstm"
+    assert ckpt.extra["train_config"]["seed"] == 0 and ckpt.extra["train_config"]["model"]["arch"] == "lstm"
 
     # normalisation stats: exactly the running statistics of the training speakers' raw MFCCs
     utts = load_corpus("manifest", corpus)
@@ -391,7 +392,7 @@ def test_label_subset_and_unreadable_files(corpus, cache, tmp_path):
 def test_bad_data_is_a_user_error(corpus, cache, tmp_path):
     with pytest.raises(DataError):
         train(tiny(str(tmp_path / "missing"), tmp_path / "a", cache))
-    with pytest.raises(DataError):
+    with pytest.raises(TrainError, match="data must be one of"):  # refused before any data is read
         train(tiny(corpus, tmp_path / "b", cache, data="nosuchcorpus"))
     with pytest.raises(DataError, match="validation"):
         train(tiny(corpus, tmp_path / "c", cache, ratios=(1, 0, 1)))
@@ -405,7 +406,7 @@ def test_bad_data_is_a_user_error(corpus, cache, tmp_path):
 def test_learns_the_synthetic_task_above_chance(tmp_path_factory, cache):
     root = tmp_path_factory.mktemp("synth_learn")
     synth_corpus(str(root), n_speakers=6, per_class=4, labels=LABELS, seed=0)
-    result = train(TrainConfig(data="manifest", root=str(root), out_dir=str(tmp_path_factory.mktemp("learn")),
+    result = train(TrainConfig.from_flat(data="manifest", root=str(root), out_dir=str(tmp_path_factory.mktemp("learn")),
                                arch="attn_bilstm", hidden=16, layers=1, dropout=0.0, epochs=10, batch_size=8,
                                lr=0.005, ratios=(4, 1, 1), seed=1, augment=False, cache_dir=cache,
                                progress=False, patience=10))
@@ -487,7 +488,7 @@ def test_real_ravdess_subset_end_to_end(ravdess_root, tmp_path):
         w = csv.writer(f)
         w.writerow(["path", "label", "speaker"])
         w.writerows([u.path, u.label, u.speaker] for u in utts)
-    result = train(TrainConfig(data="manifest", root=str(manifest), out_dir=str(tmp_path / "run"),
+    result = train(TrainConfig.from_flat(data="manifest", root=str(manifest), out_dir=str(tmp_path / "run"),
                                arch="attn_bilstm", hidden=32, layers=1, dropout=0.1, epochs=4, batch_size=16,
                                lr=0.005, labels=labels, val_speakers=("Actor_07", "Actor_08"),
                                test_speakers=("Actor_09", "Actor_10"), cache_dir=str(tmp_path / "cache"),

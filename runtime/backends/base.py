@@ -7,7 +7,8 @@ A backend wraps one model file and its engine::
     backend.metadata                                      # ModelMetadata read from the file
     backend.run(features, lengths) -> logits
 
-* ``features``: ``(batch, time, n_mfcc) float32``, zero-padded at the end of the time axis
+* ``features``: ``(batch, time, n_features) float32`` (``FeatureConfig.n_features``), zero-padded
+  at the end of the time axis
 * ``lengths``: ``(batch,) int64``, valid frames per item (``1 <= lengths <= time``)
 * ``logits``: ``(batch, n_classes) float32``, ``n_classes == len(metadata.labels)``
 
@@ -38,8 +39,6 @@ class Backend(ABC):
 
     #: Registry name, also accepted by ``load_backend(..., backend=name)``.
     name: ClassVar[str] = ""
-    #: File extensions (lower case, with the dot) this backend opens.
-    extensions: ClassVar[Tuple[str, ...]] = ()
 
     metadata: ModelMetadata
     path: str
@@ -57,7 +56,7 @@ class Backend(ABC):
 
     def run(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """``(B, T, F) float32, (B,) int64 -> (B, C) float32``. Validates shapes, then calls ``_run``."""
-        features, lengths = check_inputs(features, lengths, self.metadata.feature_config.n_mfcc)
+        features, lengths = check_inputs(features, lengths, self.metadata.feature_config.n_features)
         logits = np.asarray(self._run(features, lengths), dtype=np.float32)
         expected = (features.shape[0], len(self.metadata.labels))
         if logits.shape != expected:
@@ -70,9 +69,6 @@ class Backend(ABC):
     @abstractmethod
     def _run(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Engine call on validated inputs (contiguous float32 / int64)."""
-
-    def close(self) -> None:
-        """Release engine resources (optional)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, threads={self.threads})"

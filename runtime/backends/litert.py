@@ -4,6 +4,12 @@ Engine: ``ai_edge_litert`` (imported when a model is opened); ``tflite_runtime``
 ai_edge_litert is not installed at all - tflite-runtime 2.14 is the last release, needs
 ``numpy<2`` and misreads int8 models from current converters.
 
+Integrity: LiteRT parses a flatbuffer without bounds checks, so a damaged file can crash the
+process. The exporter writes the file's sha256 into the sidecar (:data:`DIGEST_KEY`); the
+bytes are hashed and compared before the interpreter ever sees them, and exactly those bytes
+are handed over (no second read). A file without a digest (exported before digests existed)
+is refused with a one-line error; re-export it, or call :func:`write_digest` on a file you trust.
+
 Metadata: the :meth:`ModelMetadata.to_props` dict as JSON, embedded in the flatbuffer's
 ``metadata`` table under the name :data:`METADATA_NAME` (read here with a few lines of
 flatbuffer parsing, no schema package needed), else from the ``<model>.json`` sidecar that the
@@ -15,6 +21,7 @@ to each call's ``(B, T)`` and re-allocated only when that shape changes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -28,6 +35,8 @@ from .base import Backend, BackendError
 #: Name of the flatbuffer ``metadata`` entry that holds the props as JSON.
 METADATA_NAME = "ser_edge"
 SIDECAR_SUFFIX = ".json"
+#: Sidecar key holding the sha256 (hex) of the ``.tflite`` file's bytes, written at export.
+DIGEST_KEY = "ser_edge.sha256"
 #: TFLite flatbuffers carry this file identifier at bytes 4..8.
 FILE_IDENTIFIER = b"TFL3"
 # Field numbers in tensorflow/lite/schema/schema.fbs.
@@ -138,17 +147,64 @@ def _parse_props(raw: bytes, source: str) -> Dict[str, str]:
     return props
 
 
-def read_props(path: str) -> Dict[str, str]:
-    """Props of a ``.tflite`` file: embedded first (they cannot be separated from the model),
-    else the ``.json`` sidecar. Raises :class:`MetadataError` when there are none."""
-    props = read_embedded_props(_read(path), path)
+def file_digest(data: bytes) -> str:
+    """sha256 hex of a model file's bytes (what :data:`DIGEST_KEY` holds)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_digest(path: str, data: bytes) -> None:
+    """Check ``data`` (the bytes of ``path``) against the digest in its sidecar.
+    Raises :class:`MetadataError` when the sidecar or digest is missing or does not match."""
+    sidecar = sidecar_path(path)
+    name = os.path.basename(sidecar)
+    if not os.path.isfile(sidecar):
+        raise MetadataError(f"{path}: no {name} sidecar with its sha256, so its integrity cannot be checked "
+                            "before LiteRT parses it; re-export the model with `ser-edge export`")
+    expected = _parse_props(_read(sidecar), sidecar).get(DIGEST_KEY)
+    if expected is None:
+        raise MetadataError(f"{path}: {name} has no {DIGEST_KEY} (exported before integrity digests); re-export "
+                            "the model, or if you trust the file call ser_edge.runtime.backends.litert.write_digest")
+    if file_digest(data) != expected.strip().lower():
+        raise MetadataError(f"{path}: sha256 does not match the one in {name}: the file is damaged or was "
+                            "changed after export; refusing to hand it to LiteRT")
+
+
+def write_digest(path: str) -> str:
+    """Record the sha256 of ``path`` in its sidecar (created from the embedded metadata when
+    missing), atomically. For a file you trust that predates digests. Returns the digest."""
+    from ..io import atomic_write_json
+
+    data = _read(path)
+    sidecar = sidecar_path(path)
+    props = _parse_props(_read(sidecar), sidecar) if os.path.isfile(sidecar) else read_embedded_props(data, path)
+    if props is None:
+        raise MetadataError(f"{path}: no ser-edge metadata to write a sidecar from")
+    digest = file_digest(data)
+    atomic_write_json(sidecar, {**props, DIGEST_KEY: digest})
+    return digest
+
+
+def load_verified(path: str) -> bytes:
+    """The bytes of ``path`` once :func:`verify_digest` accepts them: hand these, not the path, to LiteRT."""
+    data = _read(path)
+    verify_digest(path, data)
+    return data
+
+
+def read_props(path: str, data: Optional[bytes] = None) -> Dict[str, str]:
+    """Props of a ``.tflite`` file (``data``: its bytes, if already read): embedded first (they
+    cannot be separated from the model), else the ``.json`` sidecar (without :data:`DIGEST_KEY`).
+    Raises :class:`MetadataError` when there are none."""
+    props = read_embedded_props(_read(path) if data is None else data, path)
     if props is not None:
         return props
     sidecar = sidecar_path(path)
     if not os.path.isfile(sidecar):
         raise MetadataError(f"{path}: no ser-edge metadata (neither embedded nor a {os.path.basename(sidecar)} "
                             "sidecar). Export models with `ser-edge export`.")
-    return _parse_props(_read(sidecar), sidecar)
+    props = _parse_props(_read(sidecar), sidecar)
+    props.pop(DIGEST_KEY, None)
+    return props
 
 
 def _read(path: str) -> bytes:
@@ -208,7 +264,7 @@ class TFLiteInterpreter:
         return f"; the model needs TFLite runtime >= {needed}, this is {self.engine}" if needed else ""
 
     @classmethod
-    def from_bytes(cls, content: bytes, threads: int = 1) -> "TFLiteInterpreter":
+    def from_bytes(cls, content: bytes, threads: int = 1) -> TFLiteInterpreter:
         return cls("<in-memory model>", threads, content=content)
 
     def _allocate(self, shape: Tuple[int, ...]) -> None:
@@ -235,13 +291,16 @@ class TFLiteInterpreter:
 
 class LiteRTBackend(Backend):
     name = "litert"
-    extensions = (".tflite",)
 
     def __init__(self, path: str, threads: int = 1) -> None:
         super().__init__(path, threads)
-        # Metadata first: a model without it is refused before the engine is even needed.
-        self.metadata = ModelMetadata.from_props(read_props(self.path), source=self.path)
-        self.model = TFLiteInterpreter(self.path, self.threads)
+        # Metadata (parsed here in Python, safe on any bytes) and integrity before the engine: a
+        # bare or damaged model never reaches it, and it gets exactly the bytes that were verified.
+        data = _read(self.path)
+        props = read_props(self.path, data)
+        verify_digest(self.path, data)
+        self.metadata = ModelMetadata.from_props(props, source=self.path)
+        self.model = TFLiteInterpreter(self.path, self.threads, content=data)
 
     def _run(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return self.model(features, lengths)
@@ -250,6 +309,6 @@ class LiteRTBackend(Backend):
         self.model = None  # type: ignore[assignment]
 
 
-__all__ = ["METADATA_NAME", "SIDECAR_SUFFIX", "sidecar_path", "metadata_entries", "read_embedded_props",
-           "min_runtime_version", "read_props",
+__all__ = ["METADATA_NAME", "SIDECAR_SUFFIX", "DIGEST_KEY", "sidecar_path", "metadata_entries", "read_embedded_props",
+           "min_runtime_version", "read_props", "file_digest", "verify_digest", "write_digest", "load_verified",
            "TFLiteInterpreter", "LiteRTBackend"]

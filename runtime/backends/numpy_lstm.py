@@ -1,5 +1,7 @@
 """Pure-numpy inference for ``model.npz``: no engine at all, for devices where onnxruntime and
-LiteRT are unavailable. Implements both architectures of ``ser_edge.models`` in float32.
+LiteRT are unavailable. Implements lstm and attn_bilstm of ``ser_edge.models`` in float32 (and
+the LSTM that :mod:`.numpy_archs` builds res_lstm_att and conv_lstm on; it also adds the
+LSTM-free stats_linear).
 
 LSTM (PyTorch semantics, gate order i, f, g, o)::
 
@@ -20,16 +22,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
 from ..metadata import MetadataError, ModelMetadata
 from .base import Backend
 
-FORMAT_KEY, METADATA_KEY = "__format__", "__metadata__"
-#: The ``.npz`` layout this runtime reads (documented in ``ser_edge.export.numpy_export``).
+#: The ``.npz`` layout this runtime reads (documented in ``ser_edge.export.numpy_export``, which
+#: imports these names: the runtime owns the format, the exporter writes it).
 NPZ_FORMAT, NPZ_FORMAT_VERSION = "ser-edge-npz", 1
+FORMAT_KEY, VERSION_KEY, METADATA_KEY = "__format__", "__format_version__", "__metadata__"
+ARCH_KEY, NUM_LAYERS_KEY = "__arch__", "__num_layers__"
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class LSTMLayer:
     b: np.ndarray
 
     @classmethod
-    def from_torch(cls, *directions: Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> "LSTMLayer":
+    def from_torch(cls, *directions: Sequence[np.ndarray]) -> LSTMLayer:
         """From one ``(weight_ih (4H, in), weight_hh (4H, H), bias_ih (4H,), bias_hh (4H,))``
         tuple per direction, in PyTorch's layout."""
         w_ih, w_hh, b = [], [], []
@@ -67,11 +71,19 @@ class LSTMLayer:
 
 def lstm_layer(x: np.ndarray, layer: LSTMLayer) -> np.ndarray:
     """Run one layer from zero state. ``(D, B, T, in) float32 -> (D, B, T, H) float32``."""
+    d, b, _, _ = x.shape
+    zeros = np.zeros((d, b, layer.hidden_size), dtype=np.float32)
+    return lstm_layer_state(x, layer, zeros, zeros)[0]
+
+
+def lstm_layer_state(x: np.ndarray, layer: LSTMLayer, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Run one layer from state ``h``, ``c`` ``(D, B, H) float32``.
+    ``(D, B, T, in) -> (out (D, B, T, H), final c (D, B, H))``; the final h is ``out[:, :, -1]``.
+    Running T1 then T2 steps from the returned state equals running T1 + T2 steps at once, to
+    float rounding (OpenBLAS rounds a matmul's rows differently for different row counts)."""
     d, b, t, _ = x.shape
     h_size = layer.hidden_size
     xp = x @ layer.w_ih[:, None] + layer.b  # (D, B, T, 4H): every timestep's input projection at once
-    h = np.zeros((d, b, h_size), dtype=np.float32)
-    c = np.zeros((d, b, h_size), dtype=np.float32)
     out = np.empty((d, b, t, h_size), dtype=np.float32)
     gi, gf, gg, go = (slice(k * h_size, (k + 1) * h_size) for k in range(4))
     for step in range(t):
@@ -80,7 +92,7 @@ def lstm_layer(x: np.ndarray, layer: LSTMLayer) -> np.ndarray:
         c = s[..., gf] * c + s[..., gi] * z[..., gg]
         h = s[..., go] * np.tanh(c)
         out[:, :, step] = h
-    return out
+    return out, c
 
 
 def lstm_stack(x: np.ndarray, layers: List[LSTMLayer]) -> np.ndarray:
@@ -103,14 +115,14 @@ def gather_time(x: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.take_along_axis(x, index[:, :, None], axis=1)
 
 
-def lstm_classifier(x: np.ndarray, lengths: np.ndarray, w: Mapping[str, object]) -> np.ndarray:
+def lstm_classifier(x: np.ndarray, lengths: np.ndarray, w: Mapping[str, Any]) -> np.ndarray:
     """``LSTMClassifier``: hidden state at the last valid frame -> head. ``(B, T, F) -> (B, C)``."""
     out = lstm_stack(x[None], w["lstm"])[0]
     last = out[np.arange(len(lengths)), np.maximum(lengths - 1, 0)]  # (B, H)
     return last @ w["head_w"] + w["head_b"]
 
 
-def attention_bilstm(x: np.ndarray, lengths: np.ndarray, w: Mapping[str, object]) -> np.ndarray:
+def attention_bilstm(x: np.ndarray, lengths: np.ndarray, w: Mapping[str, Any]) -> np.ndarray:
     """``AttentionBiLSTM``: fwd + length-reversed bwd stacks (run together), masked additive
     attention, head. ``(B, T, F) -> (B, C)``."""
     t = x.shape[1]
@@ -125,7 +137,12 @@ def attention_bilstm(x: np.ndarray, lengths: np.ndarray, w: Mapping[str, object]
     return pooled @ w["head_w"] + w["head_b"]
 
 
-ARCHITECTURES = {"lstm": lstm_classifier, "attn_bilstm": attention_bilstm}
+#: ``arch -> f(features (B, T, F), lengths (B,), weights) -> logits (B, C)``; numpy_archs adds
+#: res_lstm_att, conv_lstm and stats_linear (imported at the end of this module).
+ARCHITECTURES: Dict[str, Callable[..., np.ndarray]] = {"lstm": lstm_classifier, "attn_bilstm": attention_bilstm}
+#: Weight loaders of the numpy_archs architectures: ``(arrays, num_layers, n_features, n_classes)
+#: -> weights``, in place of the LSTM-only code of :func:`weights_from_arrays`.
+ARCH_WEIGHTS: Dict[str, Callable[..., Dict[str, Any]]] = {}
 
 
 def _weight(arrays: Mapping[str, np.ndarray], key: str, shape: Tuple[int, ...]) -> np.ndarray:
@@ -152,10 +169,12 @@ def _stack(arrays: Mapping[str, np.ndarray], names: Tuple[str, ...], num_layers:
 
 
 def weights_from_arrays(arrays: Mapping[str, np.ndarray], arch: str, num_layers: int, n_features: int,
-                        n_classes: int) -> dict:
+                        n_classes: int) -> Dict[str, Any]:
     """npz arrays (layout in ``ser_edge.export.numpy_export``) -> the weight dict the
     :data:`ARCHITECTURES` functions take, matrices transposed for ``x @ w``.
     Raises KeyError / ValueError on a missing, misshapen or non-finite array."""
+    if arch in ARCH_WEIGHTS:  # each checks num_layers itself (stats_linear's files say 0)
+        return ARCH_WEIGHTS[arch](arrays, num_layers, n_features, n_classes)
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     names = ("lstm",) if arch == "lstm" else ("fwd", "bwd")
@@ -163,8 +182,8 @@ def weights_from_arrays(arrays: Mapping[str, np.ndarray], arch: str, num_layers:
     stack = _stack(arrays, names, num_layers, n_features, hidden)
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     width = hidden * len(names)  # the head reads the concatenated directions
-    w = {"head_w": f32(_weight(arrays, "head.W", (n_classes, width)).T),
-         "head_b": f32(_weight(arrays, "head.b", (n_classes,)))}
+    w: Dict[str, Any] = {"head_w": f32(_weight(arrays, "head.W", (n_classes, width)).T),
+                         "head_b": f32(_weight(arrays, "head.b", (n_classes,)))}
     if arch == "lstm":
         w["lstm"] = stack
     else:
@@ -177,7 +196,6 @@ def weights_from_arrays(arrays: Mapping[str, np.ndarray], arch: str, num_layers:
 
 class NumpyLSTMBackend(Backend):
     name = "numpy"
-    extensions = (".npz",)
 
     def __init__(self, path: str, threads: int = 1) -> None:
         # ``threads`` is accepted for the common interface; numpy's BLAS pool is set by its
@@ -187,8 +205,8 @@ class NumpyLSTMBackend(Backend):
         if str(arrays.get(FORMAT_KEY, "")) != NPZ_FORMAT or METADATA_KEY not in arrays:
             raise MetadataError(f"{self.path}: not a ser-edge numpy model (no {FORMAT_KEY!r} / "
                                 f"{METADATA_KEY!r}); export one with `ser-edge export`")
-        if str(arrays.get("__format_version__", "")) != str(NPZ_FORMAT_VERSION):
-            raise MetadataError(f"{self.path}: npz format version {arrays.get('__format_version__')} "
+        if str(arrays.get(VERSION_KEY, "")) != str(NPZ_FORMAT_VERSION):
+            raise MetadataError(f"{self.path}: npz format version {arrays.get(VERSION_KEY)} "
                                 f"is not supported (this runtime reads {NPZ_FORMAT_VERSION})")
         try:
             props = json.loads(str(arrays[METADATA_KEY]))
@@ -197,28 +215,116 @@ class NumpyLSTMBackend(Backend):
         if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
             raise MetadataError(f"{self.path}: {METADATA_KEY!r} must hold a JSON object of strings")
         self.metadata = ModelMetadata.from_props(props, source=self.path)
-        self.arch = str(arrays.get("__arch__", ""))
+        self.arch = str(arrays.get(ARCH_KEY, ""))
         if self.arch not in ARCHITECTURES:
             raise MetadataError(f"{self.path}: unknown architecture {self.arch!r}")
         try:
-            num_layers = int(arrays["__num_layers__"].item())
-            self.weights = weights_from_arrays(arrays, self.arch, num_layers, self.metadata.feature_config.n_mfcc,
+            num_layers = int(arrays[NUM_LAYERS_KEY].item())
+            self.weights = weights_from_arrays(arrays, self.arch, num_layers, self.metadata.feature_config.n_features,
                                                len(self.labels))
         except (KeyError, ValueError, TypeError) as e:
             raise MetadataError(f"{self.path}: weights do not match a {self.arch} model with "
-                                f"{self.metadata.feature_config.n_mfcc} features and {len(self.labels)} "
+                                f"{self.metadata.feature_config.n_features} features and {len(self.labels)} "
                                 f"classes ({e})") from None
 
     def _run(self, features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return ARCHITECTURES[self.arch](features, lengths, self.weights)
 
+    def stepper(self) -> NumpyStepper:
+        """Stateful stepping for a unidirectional model (see :class:`NumpyStepper`); raises
+        :class:`MetadataError` for an architecture that reads the whole window."""
+        if self.arch != "lstm":
+            raise MetadataError(f"{self.path}: a {self.arch} model cannot run statefully (it reads the whole window)")
+        return NumpyStepper(self.weights, self.metadata.feature_config.n_features, len(self.labels))
+
+
+#: An LSTM state ``(h, c)``, each ``(num_layers, batch, hidden) float32``.
+State = Tuple[np.ndarray, np.ndarray]
+
+
+class NumpyStepper:
+    """``LSTMClassifier`` one chunk of frames at a time, state in and out, so a stream pays for
+    each frame once. State: ``(h, c)``, each ``(num_layers, B, H) float32``.
+
+    ``step(x (B, T, F), (h, c)) -> (logits (B, C) at the chunk's last frame, (h', c'))``; stepping
+    over consecutive chunks from :meth:`zero_state` gives the logits and state of running all the
+    frames at once (every frame valid: a stream has no padding), to float rounding."""
+
+    def __init__(self, weights: Mapping[str, Any], n_features: int, n_classes: int) -> None:
+        self.weights, self.n_features, self.n_classes = weights, n_features, n_classes
+        self.num_layers = len(weights["lstm"])
+        self.hidden_size = weights["lstm"][0].hidden_size
+
+    def zero_state(self, batch: int = 1) -> State:
+        shape = (self.num_layers, batch, self.hidden_size)
+        return np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+
+    def step(self, x: np.ndarray, state: State) -> Tuple[np.ndarray, State]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        h0, c0 = state
+        if x.ndim != 3 or x.shape[1] < 1 or x.shape[2] != self.n_features:
+            raise ValueError(f"features must be (batch, time >= 1, {self.n_features}), got {x.shape}")
+        if h0.shape != (self.num_layers, x.shape[0], self.hidden_size) or c0.shape != h0.shape:
+            raise ValueError(f"state must be 2 x {(self.num_layers, x.shape[0], self.hidden_size)}, "
+                             f"got {h0.shape} and {c0.shape}")
+        hs, cs = [], []
+        for k, layer in enumerate(self.weights["lstm"]):
+            out, c = lstm_layer_state(x[None], layer, h0[k][None], c0[k][None])
+            x = out[0]
+            hs.append(x[:, -1])
+            cs.append(c[0])
+        logits = x[:, -1] @ self.weights["head_w"] + self.weights["head_b"]
+        return logits.astype(np.float32), (np.stack(hs), np.stack(cs))
+
+
+#: Most bytes an ``.npz`` model may hold once decompressed (all members together): 16M float32
+#: parameters, ~30x the shipped model. Checked from the archive's headers before decompressing.
+MAX_NPZ_BYTES = 64 << 20
+MAX_NPZ_MEMBERS = 1024
+
+
+def check_npz_members(path: str) -> None:
+    """Refuse an archive whose members would decompress to more than they say or than a model
+    needs, reading only the zip directory and each member's ``.npy`` header (a few bytes each):
+    every member's uncompressed size (zip header) must equal its ``.npy`` header plus
+    ``prod(shape) * itemsize``, and the total stays within :data:`MAX_NPZ_BYTES`. A zip bomb or a
+    header promising a huge array is refused before anything large is inflated or allocated.
+    Raises :class:`MetadataError`."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        total = sum(i.file_size for i in infos)
+        if len(infos) > MAX_NPZ_MEMBERS or total > MAX_NPZ_BYTES:
+            raise MetadataError(f"{path}: {len(infos)} arrays, {total / 2**20:.0f} MiB uncompressed; a numpy "
+                                f"model holds at most {MAX_NPZ_MEMBERS} and {MAX_NPZ_BYTES >> 20} MiB")
+        for info in infos:
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version != (1, 0):  # what np.savez writes for plain arrays; 2.0 headers can be 4 GiB
+                    raise MetadataError(f"{path}: {info.filename}: unsupported .npy version {version}")
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)  # header <= 64 KiB
+                needed = f.tell() + int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if dtype.hasobject or info.file_size != needed:
+                raise MetadataError(f"{path}: member {info.filename} is {info.file_size} bytes uncompressed; "
+                                    f"its header ({dtype} {shape}) needs {needed}")
+
 
 def read_npz(path: str) -> dict:
-    """All arrays of an ``.npz`` (no pickles). Raises :class:`MetadataError` for a non-npz file."""
+    """All arrays of an ``.npz`` (no pickles), sizes checked first (:func:`check_npz_members`).
+    Raises :class:`MetadataError` for a non-npz file or one that would exhaust memory."""
     try:
+        check_npz_members(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+    except MetadataError:
+        raise
     # zipfile and numpy's header parser report corrupt bytes as many types (NotImplementedError for
     # an unknown compression method, tokenize.TokenError, zlib.error, ...): all mean "not an npz".
     except Exception as e:
         raise MetadataError(f"{path}: not a readable .npz model ({type(e).__name__}: {e})") from None
+
+
+# The architectures built on the LSTM above; numpy_archs imports it from here and registers
+# itself in ARCHITECTURES / ARCH_WEIGHTS, so it comes last (either import order then works).
+from . import numpy_archs  # noqa: E402,F401

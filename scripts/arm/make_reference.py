@@ -8,9 +8,10 @@ Writes into OUT_DIR (inside the rootfs; never into the repository):
 * ``wavs/*.wav`` - 3 clips (2 s): real RAVDESS speech when ``--data`` exists, else synthetic
   speech-like signals. One is stored at 22.05 kHz so the device resamples it.
 * ``models/<arch>/`` - ``ser_edge.export.export_all`` output (fp32 + int8 ONNX, ``.npz``,
-  fp32 + int8 ``.tflite`` when TensorFlow is installed here).
+  fp32 + int8 ``.tflite`` when TensorFlow is installed here), for every architecture by default.
 * ``reference.npz`` - ``wave/<clip>`` (:func:`read_wav`), ``audio/<clip>`` (at the model rate),
-  ``mfcc/<clip>`` (raw MFCC), ``logits/<case>`` ``(n_clips, n_classes)`` from the x86 runtime.
+  ``mfcc/<clip>`` (raw MFCC), ``logits/<case>`` ``(n_clips, n_classes)`` from the x86 runtime,
+  ``stream/<case>/<mode>`` (the clips streamed back to back) and ``gate/<clip>`` (speech gate).
 * ``reference.json`` - host versions, the feature config, the clips and the cases
   (``id``, ``model``, ``backend``, ``quantization``, ``labels``, ``predicted``).
 
@@ -106,13 +107,13 @@ def fit_checkpoint(path: Path, arch: str, clips: List[dict], out: Path) -> None:
     fcfg = base.with_stats(mean, std)
     feats = [normalise(m, fcfg) for m in raw]
     lengths = torch.tensor([len(f) for f in feats], dtype=torch.int64)
-    x = torch.zeros(len(feats), int(lengths.max()), fcfg.n_mfcc)
+    x = torch.zeros(len(feats), int(lengths.max()), fcfg.n_features)
     for i, f in enumerate(feats):
         x[i, :len(f)] = torch.from_numpy(f)
     y = torch.tensor([LABELS.index(c["label"]) for c in clips])
 
-    mcfg = ModelConfig(arch=arch, n_features=fcfg.n_mfcc, n_classes=len(LABELS), hidden_size=32,
-                       num_layers=2 if arch == "lstm" else 1, dropout=0.0)
+    mcfg = ModelConfig(arch=arch, n_features=fcfg.n_features, n_classes=len(LABELS), hidden_size=32,
+                       num_layers=2 if arch == "lstm" else 1, dropout=0.0, conv_channels=16)
     model = build_model(mcfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(40):
@@ -170,6 +171,38 @@ def reference_cases(out: Path, models: Path, clips: List[dict], arrays: Dict[str
     return cases
 
 
+#: Streaming reference (tests/arm/test_stream_arm.py): the clips back to back, 1 s windows, 0.5 s hops.
+STREAM_WINDOW_S, STREAM_HOP_S = 1.0, 0.5
+
+
+def stream_reference(out: Path, cases: List[dict], clips: List[dict], arrays: Dict[str, np.ndarray]) -> List[dict]:
+    """Stream the clips back to back through every ONNX / numpy case in each mode its model
+    allows; ``stream/<case>/<mode>`` = ``(n_hops, n_classes)`` logits (NaN rows: no speech),
+    plus ``gate/<clip>`` = the speech gate's measures ``(level_db, dynamic_db, zcr)``."""
+    from ser_edge.runtime.audio import load_audio
+    from ser_edge.runtime.recognizer import Recognizer
+    from ser_edge.runtime.vad import gate_measures
+
+    rows = []
+    for case in cases:
+        if case["backend"] not in ("onnxruntime", "numpy"):
+            continue
+        rec = Recognizer.load(str(out / case["model"]), backend=case["backend"], threads=1)
+        y = np.concatenate([load_audio(str(out / c["wav"]), rec.sample_rate) for c in clips])
+        modes = ["window", "incremental"] + (["stateful"] if rec.stream().mode == "stateful" else [])
+        for mode in modes:
+            stream = rec.stream(window_s=STREAM_WINDOW_S, hop_s=STREAM_HOP_S, smoothing="none", mode=mode)
+            preds = stream.push(y) + stream.flush()
+            arrays[f"stream/{case['id']}/{mode}"] = np.stack([p.logits for p in preds])
+        rows.append({"id": case["id"], "model": case["model"], "backend": case["backend"],
+                     "quantization": case["quantization"], "modes": modes})
+        log(f"{case['id']:28s} streamed: {', '.join(modes)}")
+    for c in clips:
+        m = gate_measures(load_audio(str(out / c["wav"]), 16000), 16000)
+        arrays["gate/" + c["name"]] = np.array([m["level_db"], m["dynamic_db"], m["zcr"]])
+    return rows
+
+
 def host_info() -> dict:
     info = {"machine": platform.machine(), "python": platform.python_version()}
     for dist, key in (("numpy", "numpy"), ("onnxruntime", "onnxruntime"), ("ai-edge-litert", "ai_edge_litert"),
@@ -209,19 +242,22 @@ def make_reference(out: Path, data: Path, archs: Sequence[str], formats: Sequenc
         arrays["audio/" + c["name"]] = audio
         arrays["mfcc/" + c["name"]] = mfcc(audio, fcfg)
     cases = reference_cases(out, out / "models", clips, arrays)
+    stream_cases = stream_reference(out, cases, clips, arrays)
     np.savez(out / "reference.npz", **arrays)
     ref = {"host": host_info(), "feature_config": fcfg.to_json(), "clips": clips, "cases": cases,
-           "export_formats": list(formats)}
+           "export_formats": list(formats), "stream_cases": stream_cases}
     atomic_write_json(out / "reference.json", ref)
     return ref
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ser_edge.models import ARCHITECTURES  # every architecture, so aarch64 checks them all
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     shared = Path(os.environ.get("SER_EDGE_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
     p.add_argument("--data", type=Path, default=shared / "ravdess-speech-16k")
-    p.add_argument("--archs", nargs="+", default=["lstm", "attn_bilstm"], choices=["lstm", "attn_bilstm"])
+    p.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     p.add_argument("--formats", nargs="+", choices=["onnx", "numpy", "tflite"],
                    help="export formats (default: onnx numpy, plus tflite when TensorFlow is installed)")
     args = p.parse_args(argv)

@@ -7,26 +7,28 @@ Only typer and the standard library at module level; the data layer loads inside
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from ser_edge.cli.conventions import DataOpt, RootOpt
 
 app = typer.Typer(
     help="Datasets: generate the built-in synthetic corpus, inspect a corpus.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-
-DATA_HELP = "Corpus: ravdess, crema-d, tess, emodb, iemocap, folder or manifest."
 
 
 @app.command()
 def synth(
-    out_dir: Path = typer.Argument(..., help="Directory to write WAVs, manifest.csv and README.txt into."),
-    speakers: int = typer.Option(8, "--speakers", help="Number of synthetic speakers."),
-    per_class: int = typer.Option(12, "--per-class", help="Clips per speaker and label."),
-    seed: int = typer.Option(0, "--seed", help="Seed; the same seed gives the same corpus."),
-    sample_rate: int = typer.Option(16000, "--sample-rate", help="Sample rate of the WAVs (Hz)."),
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write WAVs, manifest.csv and README.txt into.")],
+    speakers: Annotated[int, typer.Option("--speakers", help="Number of synthetic speakers.")] = 8,
+    per_class: Annotated[int, typer.Option("--per-class", help="Clips per speaker and label.")] = 12,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed gives the same corpus.")] = 0,
+    sample_rate: Annotated[int, typer.Option("--sample-rate", help="Sample rate of the WAVs (Hz).")] = 16000,
 ) -> None:
     """Write a SYNTHETIC emotional 'speech' corpus (not real speech) for demos and tests."""
     from ser_edge.data.labels import CANONICAL_LABELS
@@ -42,14 +44,21 @@ def synth(
 
 @app.command()
 def info(
-    name: str = typer.Argument(..., metavar="NAME", help=DATA_HELP),
-    root: Path = typer.Argument(..., metavar="ROOT", help="Corpus directory (or manifest CSV)."),
-    show_skipped: int = typer.Option(5, "--show-skipped", help="How many skipped files to list."),
+    data: DataOpt,
+    root: RootOpt,
+    show_skipped: Annotated[int, typer.Option("--show-skipped", min=0, help="How many skipped files to list.")] = 5,
+    check_audio: Annotated[bool, typer.Option("--check-audio/--no-check-audio",
+                                              help="Read every file and skip what training would skip (unreadable, "
+                                              "too short, silent: the runtime's checks).")] = True,
 ) -> None:
     """Index a corpus and print its size, speakers, per-label counts and skipped files."""
     from ser_edge.data import label_counts, load_corpus
 
-    index = load_corpus(name, root)
+    index = load_corpus(data.value, root)
+    if check_audio:
+        from ser_edge.data.store import check_corpus_audio
+
+        index = check_corpus_audio(index)
     speakers = index.speakers()
     typer.echo(f"corpus: {index.name} ({index.root})")
     typer.echo(f"utterances: {len(index)}")

@@ -1,5 +1,7 @@
-"""Training commands: ``train`` and ``evaluate``.
+"""Training commands: ``train``, ``cv`` and ``evaluate``.
 
+``train`` and ``cv`` take the same options, generated from :class:`ser_edge.config.TrainConfig`
+(``ser_edge.cli.config_options``): a recipe (``--config NAME|FILE``) plus flags that override it.
 Only typer and the standard library at module level; torch and the training code load inside
 the commands. ``ser-edge train`` also runs under ``torchrun --nproc_per_node N`` (one process
 per rank; rank 0 prints and writes).
@@ -7,110 +9,115 @@ per rank; rank 0 prints and writes).
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import typer
+from typing_extensions import Annotated
 
-DATA_HELP = "Corpus: ravdess, crema-d, tess, emodb, iemocap, folder or manifest."
+from ser_edge.cli.config_options import with_config_options
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("cv")(cv)
     app.command("evaluate")(evaluate)
 
 
-def _csv(value: Optional[str]) -> Optional[Tuple[str, ...]]:
-    """``"a,b"`` -> ``("a", "b")``; empty or missing -> ``None``."""
-    if not value:
-        return None
-    return tuple(v.strip() for v in value.split(",") if v.strip()) or None
+def _param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _ratios(value: str) -> Tuple[float, float, float]:
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise typer.BadParameter("expected three numbers like 0.8,0.1,0.1", param_hint="--ratios") from None
-    if len(parts) != 3:
-        raise typer.BadParameter("expected three numbers like 0.8,0.1,0.1", param_hint="--ratios")
-    return parts  # type: ignore[return-value]
+QUIET = _param("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")], False)
+PRINT_CONFIG = _param("print_config", Annotated[bool, typer.Option(
+    "--print-config", help="Print the resolved configuration as a recipe and exit.")], False)
 
 
-def train(
-    data: str = typer.Option(..., "--data", "-d", help=DATA_HELP),
-    root: Path = typer.Option(..., "--root", "-r", help="Corpus directory (or manifest CSV)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory: best.pt, last.pt, history.json, metrics.json."),
-    arch: str = typer.Option("lstm", help="lstm or attn_bilstm."),
-    hidden: int = typer.Option(128, help="LSTM hidden size."),
-    layers: int = typer.Option(2, help="LSTM layers."),
-    dropout: float = typer.Option(0.2, help="Dropout."),
-    epochs: int = typer.Option(30, help="Maximum epochs."),
-    batch_size: int = typer.Option(32, help="Batch size (per process under torchrun)."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    weight_decay: float = typer.Option(1e-4, help="Adam weight decay."),
-    patience: int = typer.Option(5, help="Stop after this many epochs without validation improvement."),
-    monitor: str = typer.Option("uar", help="Validation metric for the best checkpoint: uar or loss."),
-    label_smoothing: float = typer.Option(0.1, help="Label smoothing."),
-    class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights",
-                                       help="Weigh the loss by inverse training-class frequency."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Noise + speed perturbation."),
-    augment_prob: float = typer.Option(0.5, help="Fraction of training clips augmented per epoch."),
-    max_frames: int = typer.Option(400, help="Random crop of longer training clips (frames of 10 ms; 0 = none)."),
-    labels: Optional[str] = typer.Option(None, help="Comma-separated label subset, e.g. neutral,happy,sad,angry."),
-    seed: int = typer.Option(0, help="Seed for split, initialisation, batches and augmentation."),
-    ratios: str = typer.Option("0.8,0.1,0.1", help="Speaker shares train,val,test."),
-    test_speakers: Optional[str] = typer.Option(None, help="Comma-separated test speakers (fixed)."),
-    val_speakers: Optional[str] = typer.Option(None, help="Comma-separated validation speakers (fixed)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache directory (reused across runs)."),
-    workers: int = typer.Option(1, help="Feature-extraction processes."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    threads: int = typer.Option(0, help="torch CPU threads per process (0 = torch default)."),
-    checkpoint_every: int = typer.Option(0, help="Also save last.pt every N steps (0 = at epoch ends)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-) -> None:
-    """Train a classifier on a speaker-disjoint split; keep the best validation checkpoint and
-    report its test-set metrics."""
-    import torch
+def _resolve(given: Dict[str, Any], recipe: Optional[str], quiet: bool) -> Any:
+    from ser_edge.config import build_config
 
-    from ser_edge.train import TrainConfig
+    if quiet:
+        given["progress"] = False
+    return build_config(recipe, **given)
+
+
+@with_config_options([QUIET, PRINT_CONFIG])
+def train(given: Dict[str, Any], recipe: Optional[str], quiet: bool, print_config: bool) -> None:
+    """Train a classifier on a speaker-disjoint split; keep the best validation checkpoint (or the
+    last epoch with --select last) and report its test-set metrics."""
+    from ser_edge.config import describe
+
+    cfg = _resolve(given, recipe, quiet)
+    if print_config:
+        typer.echo(describe(cfg), nl=False)
+        return
     from ser_edge.train import train as run_training
 
-    if threads > 0:
-        torch.set_num_threads(threads)
-    cfg = TrainConfig(
-        data=data, root=os.fspath(root), out_dir=os.fspath(out), labels=_csv(labels), arch=arch, hidden=hidden,
-        layers=layers, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        patience=patience, monitor=monitor, label_smoothing=label_smoothing, class_weights=class_weights,
-        augment=augment, augment_prob=augment_prob, max_frames=max_frames or None, seed=seed,
-        ratios=_ratios(ratios), test_speakers=_csv(test_speakers), val_speakers=_csv(val_speakers),
-        cache_dir=os.fspath(cache_dir) if cache_dir else None, workers=workers, device=device,
-        checkpoint_every=checkpoint_every, resume=resume, progress=not quiet)
     result = run_training(cfg)
     if os.environ.get("RANK", "0") != "0":
         return
     val = result.best_val
-    typer.echo(f"best epoch {result.best_epoch}/{result.epochs_run}"
-               + (" (stopped early)" if result.stopped_early else "")
-               + f": val UAR {val['val_uar']:.3f} acc {val['val_acc']:.3f}")
+    chosen = f"best epoch {result.best_epoch}/{result.epochs_run}"
+    chosen += " (stopped early)" if result.stopped_early else ""
+    typer.echo(chosen + (f": val UAR {val['val_uar']:.3f} acc {val['val_acc']:.3f}" if val else ""))
     if result.test is not None:
         typer.echo(f"test: UAR {result.test.uar:.3f} acc {result.test.accuracy:.3f} "
                    f"weighted F1 {result.test.weighted_f1:.3f} (n={result.test.n})")
     typer.echo(f"checkpoint: {result.best_path}")
 
 
+FOLDS = _param("folds", Annotated[str, typer.Option(
+    "--folds", help="k (actor-disjoint k-fold, speakers dealt round-robin in sorted order), 'loso' "
+                    "(leave one speaker out), or explicit test-speaker lists 'A,B;C,D;...'.",
+    rich_help_panel="Cross-validation")], "5")
+REPEATS = _param("repeats", Annotated[int, typer.Option(
+    "--repeats", min=1, max=100, help="Repeat every fold with seeds seed, seed+1, ...",
+    rich_help_panel="Cross-validation")], 1)
+N_VAL = _param("n_val", Annotated[int, typer.Option(
+    "--val-speakers-per-fold", min=0, max=100, help="Validation speakers taken from each fold's training "
+    "speakers (never its test speakers); 0 = none (use --select last).", rich_help_panel="Cross-validation")], 2)
+CV_JSON = _param("json_out", Annotated[Optional[Path], typer.Option(
+    "--json-out", help="Also write the summary (cv.json) here.", rich_help_panel="Cross-validation")], None)
+INT8 = _param("int8", Annotated[bool, typer.Option(
+    "--int8/--no-int8", help="Also score every fold's model after ONNX int8 quantisation.",
+    rich_help_panel="Cross-validation")], False)
+
+
+@with_config_options([QUIET, PRINT_CONFIG, FOLDS, REPEATS, N_VAL, CV_JSON, INT8],
+                     exclude=("test_speakers", "val_speakers", "ratios", "resume"))
+def cv(given: Dict[str, Any], recipe: Optional[str], quiet: bool, print_config: bool, folds: str, repeats: int,
+       n_val: int, json_out: Optional[Path], int8: bool) -> None:
+    """Speaker-disjoint cross-validation of a recipe: per-fold and mean +- std UAR, accuracy and
+    weighted F1, pooled confusion matrix. Finished folds are kept in --out: a killed run resumes.
+    With --speaker-norm, folds also report the speaker-adapted score (each test speaker's own
+    unlabelled clips give their normalisation), separately from the unadapted one."""
+    from ser_edge.config import describe
+
+    cfg = _resolve(given, recipe, quiet)
+    if print_config:
+        typer.echo(describe(cfg), nl=False)
+        return
+    from ser_edge.cv import CVOptions, run_cv
+
+    summary = run_cv(cfg, CVOptions(folds=folds, repeats=repeats, val_per_fold=n_val, int8=int8, recipe=recipe),
+                     json_out=os.fspath(json_out) if json_out else None)
+    typer.echo(summary.table())
+
+
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by ser-edge train (best.pt)."),
-    data: str = typer.Option(..., "--data", "-d", help=DATA_HELP),
-    root: Path = typer.Option(..., "--root", "-r", help="Corpus directory (or manifest CSV)."),
-    split: str = typer.Option("test", help="test, val, train (the speakers recorded in the checkpoint) or all."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write metrics.json + metrics_confusion.png here."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache directory."),
-    workers: int = typer.Option(1, help="Feature-extraction processes."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
-    per_class: bool = typer.Option(True, "--report/--no-report", help="Print the per-class report."),
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by ser-edge train (best.pt).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Corpus layout (see ser-edge train --help).")],
+    root: Annotated[Path, typer.Option("--root", "-r", help="Corpus directory (or manifest CSV).")],
+    split: Annotated[str, typer.Option(help="test, val, train (the speakers recorded in the checkpoint) or all.")]
+    = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write metrics.json + metrics_confusion.png here.")]
+    = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache directory.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Feature-extraction processes.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    per_class: Annotated[bool, typer.Option("--report/--no-report", help="Print the per-class report.")] = True,
 ) -> None:
     """Accuracy, UAR, weighted F1, per-class scores and a confusion matrix for a checkpoint."""
     from ser_edge.evaluate import evaluate as run_evaluation
@@ -127,4 +134,4 @@ def evaluate(
         typer.echo(f"wrote {os.path.join(os.fspath(out), 'metrics.json')}")
 
 
-__all__: List[str] = ["register", "train", "evaluate"]
+__all__: List[str] = ["register", "train", "cv", "evaluate"]

@@ -31,8 +31,11 @@ import csv
 import glob
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Tuple, Union
+
+from ser_edge.runtime.audio import file_kind
 
 from .labels import (
     CANONICAL_LABELS,
@@ -110,7 +113,7 @@ def _stem(path: str) -> str:
 
 def _wav_files(root: str) -> List[str]:
     """Absolute paths of ``*.wav`` (any case) under ``root``, sorted; hidden directories pruned."""
-    out = []
+    out: List[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         out.extend(os.path.join(dirpath, f) for f in filenames if f.lower().endswith(".wav"))
@@ -122,18 +125,62 @@ def _wav_files(root: str) -> List[str]:
 _RAVDESS_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 
 
+#: Prefix of a skip reason saying a file's codes are ones RAVDESS never uses: such files are
+#: another corpus with the same naming pattern (e.g. BanglaSER, whose 01 is happy), not RAVDESS.
+NOT_RAVDESS = "not RAVDESS: "
+#: Share of name-matching files with impossible codes above which the whole corpus is refused.
+MAX_NOT_RAVDESS_SHARE = 0.02
+_ACTOR_DIR = re.compile(r"^Actor_(\d\d)$")
+
+
+def _ravdess_codes(fields: Tuple[str, ...]) -> str:
+    """Why the seven code fields cannot be RAVDESS's (empty when they can): modality 01-03, vocal
+    channel 01/02, emotion 01-08, intensity 01/02 (neutral only 01), statement 01/02, repetition
+    01/02, actor 01-24."""
+    modality, channel, emotion, intensity, statement, repetition, actor = fields
+    for name, value, valid in (("modality", modality, ("01", "02", "03")), ("vocal channel", channel, ("01", "02")),
+                               ("emotion", emotion, tuple(RAVDESS_EMOTIONS)), ("intensity", intensity, ("01", "02")),
+                               ("statement", statement, ("01", "02")), ("repetition", repetition, ("01", "02"))):
+        if value not in valid:
+            return f"{name} code {value} (RAVDESS uses {valid[0]}-{valid[-1]})"
+    if emotion == "01" and intensity == "02":
+        return "neutral (01) with strong intensity (02), which RAVDESS never records"
+    if not 1 <= int(actor) <= 24:
+        return f"actor {actor} (RAVDESS has actors 01-24)"
+    return ""
+
+
 def _ravdess(path: str, root: str) -> Parsed:
     m = _RAVDESS_RE.match(_stem(path))
     if not m:
         return "name is not MM-VV-EE-II-SS-RR-AA"
+    impossible = _ravdess_codes(m.groups())
+    if impossible:
+        return NOT_RAVDESS + impossible
     modality, channel, emotion, actor = m.group(1), m.group(2), m.group(3), m.group(7)
+    folder = _ACTOR_DIR.match(os.path.basename(os.path.dirname(path)))
+    if folder and folder.group(1) != actor:
+        return f"{NOT_RAVDESS}actor code {actor} in folder Actor_{folder.group(1)}"
     if modality != "03":
         return f"modality {modality} is not audio-only (03)"
     if channel != "01":
-        return "song (vocal channel 02), not speech" if channel == "02" else f"unknown vocal channel {channel}"
-    if emotion not in RAVDESS_EMOTIONS:
-        return f"unknown emotion code {emotion}"
+        return "song (vocal channel 02), not speech"
     return RAVDESS_EMOTIONS[emotion], f"Actor_{actor}"
+
+
+def _load_ravdess(name: str, root: str) -> CorpusIndex:
+    """RAVDESS by file name; refused when too many names carry codes RAVDESS never uses (another
+    corpus with the same pattern would be silently mislabelled). Fewer stay skipped, with reasons."""
+    index = _from_filenames(name, root, _ravdess)
+    bad = [(p, r) for p, r in index.skipped if r.startswith(NOT_RAVDESS)]
+    matching = len(index) + sum(1 for p, r in index.skipped if not r.startswith("name is not"))
+    if bad and len(bad) > MAX_NOT_RAVDESS_SHARE * matching:
+        path, reason = bad[0]
+        raise DataError(f"ravdess: {len(bad)} of {matching} files under {root} have codes RAVDESS never uses, "
+                        f"e.g. {os.path.basename(path)}: {reason[len(NOT_RAVDESS):]}. This looks like another "
+                        "corpus with RAVDESS-style names (e.g. BanglaSER, whose codes mean other emotions); "
+                        "its labels would be wrong. Use --data folder or manifest with its own labels.")
+    return index
 
 
 _CREMA_RE = re.compile(r"^(\d+)_([A-Za-z]{3})_([A-Za-z]{3})_([A-Za-z]{2})$")
@@ -189,12 +236,40 @@ def _stem_prefix(stem: str) -> str:
     return head or stem
 
 
+_NOT_IN_LABEL_DIR = "not inside a <label>/ directory"
+
+
 def _folder(path: str, root: str) -> Parsed:
     rel = os.path.relpath(path, root).split(os.sep)
     if len(rel) < 2:
-        return "not inside a <label>/ directory"
+        return _NOT_IN_LABEL_DIR
     speaker = rel[1] if len(rel) >= 3 else _stem_prefix(_stem(path))
     return normalise_label(rel[0]), speaker
+
+
+def _not_regular(path: str) -> str:
+    """Why ``path`` is not a regular file (a FIFO, a device, ...; found by ``stat``, never opened:
+    reading a FIFO blocks forever), or ``""``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"cannot stat ({e.strerror or e})"
+    return "" if stat.S_ISREG(mode) else f"is {file_kind(mode)}, not a WAV file"
+
+
+def _check_folder_layout(index: CorpusIndex, root: str) -> CorpusIndex:
+    """A ``folder`` corpus needs one directory per label, and at least two labels; anything else
+    (a flat folder, or ROOT pointed one level too deep or too high) is refused with what was
+    expected and what was found, instead of one label named after a directory."""
+    if len(index.labels()) >= 2:
+        return index
+    loose = sum(1 for _, r in index.skipped if r == _NOT_IN_LABEL_DIR)
+    found = [f"{len(index)} WAVs in label directory {index.labels()[0]!r}"] if index else []
+    if loose:
+        found.append(f"{loose} WAVs directly in the root")
+    raise DataError(f"folder: expected {EXPECTED_LAYOUT['folder']} with one directory per label (at least 2 "
+                    f"labels) under {root}; found {' and '.join(found) or 'no WAVs'}. Point --root at the "
+                    "directory that holds the label directories, or use --data manifest.")
 
 
 def _from_filenames(name: str, root: str, parse: Callable[[str, str], Parsed]) -> CorpusIndex:
@@ -203,6 +278,10 @@ def _from_filenames(name: str, root: str, parse: Callable[[str, str], Parsed]) -
     for path in _wav_files(root):
         if os.path.basename(path).startswith("."):
             skipped.append((path, "hidden file (e.g. macOS ._ metadata)"))
+            continue
+        kind = _not_regular(path)
+        if kind:
+            skipped.append((path, kind))
             continue
         parsed = parse(path, root)
         if isinstance(parsed, str):
@@ -273,7 +352,7 @@ def _manifest_row(row: dict, base: str, where: str, name: str) -> Tuple[str, Uni
         return where, "empty path, label or speaker"
     full = os.path.abspath(os.path.join(base, path))
     if not os.path.isfile(full):
-        return full, f"listed at {where} but not found"
+        return full, f"listed at {where} but {_not_regular(full) if os.path.exists(full) else 'not found'}"
     return full, Utterance(full, normalise_label(label), speaker, name)
 
 
@@ -302,12 +381,12 @@ def _load_manifest(name: str, root: str) -> CorpusIndex:
 # -- entry point -----------------------------------------------------------------------------
 
 _LOADERS = {
-    "ravdess": lambda n, r: _from_filenames(n, r, _ravdess),
+    "ravdess": _load_ravdess,
     "crema-d": lambda n, r: _from_filenames(n, r, _crema_d),
     "tess": lambda n, r: _from_filenames(n, r, _tess),
     "emodb": lambda n, r: _from_filenames(n, r, _emodb),
     "iemocap": _load_iemocap,
-    "folder": lambda n, r: _from_filenames(n, r, _folder),
+    "folder": lambda n, r: _check_folder_layout(_from_filenames(n, r, _folder), r),
     "manifest": _load_manifest,
 }
 
@@ -338,7 +417,7 @@ def _no_files_error(index: CorpusIndex, root: str) -> DataError:
                      f"(expected {EXPECTED_LAYOUT[index.name]}){hint}")
 
 
-def load_corpus(name: str, root: Union[str, "os.PathLike[str]"]) -> CorpusIndex:
+def load_corpus(name: str, root: Union[str, os.PathLike[str]]) -> CorpusIndex:
     """Index a corpus. ``-> CorpusIndex`` (a ``list[Utterance]`` sorted by path, with ``.skipped``).
 
     Raises :class:`DataError` for an unknown ``name``, a missing ``root``, or a corpus in which

@@ -1,6 +1,6 @@
 """Waveforms and raw MFCCs for utterances: computed once, memoised, optionally cached on disk.
 
-Features are the runtime's own ``mfcc`` (one implementation for training and the device), raw:
+Features are the runtime's own ``raw_features`` (one implementation for training and the device), raw:
 normalisation statistics are fitted later on the training split, so they are deliberately left
 out of the cache key — refitting them must not invalidate hours of feature extraction.
 
@@ -19,13 +19,48 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ser_edge.runtime.audio import AudioError, load_audio
-from ser_edge.runtime.features import FeatureConfig, mfcc
+from ser_edge.runtime.audio import AudioError, check_waveform, load_clip, read_wav
+from ser_edge.runtime.features import FeatureConfig, raw_features
 from ser_edge.runtime.io import atomic_path
 
-from .corpora import Utterance
+from .corpora import CorpusIndex, Utterance
 
 Skipped = List[Tuple[Utterance, str]]
+
+
+#: Part of every cache key: bumped when what may be cached changes (2: only clips that pass the
+#: runtime's usability check, ``check_waveform``, so a cache from before cannot bring back a
+#: silent or too-short clip).
+CACHE_VERSION = 2
+
+
+def audio_problem(path: str) -> str:
+    """Why ``path`` is not a usable clip, or ``""``: exactly the runtime's checks (a regular,
+    readable WAV, then :func:`~ser_edge.runtime.audio.check_waveform`: not too short, not
+    silent), at the file's own rate. For ``data info``; training gets the same through
+    :func:`~ser_edge.runtime.audio.load_clip`."""
+    try:
+        y, sr = read_wav(path)
+        check_waveform(y, sr, path)
+    except AudioError as e:
+        msg = str(e)
+        return msg[len(path) + 2:] if msg.startswith(f"{path}: ") else msg  # listed beside its path
+    except MemoryError:
+        return "out of memory"
+    return ""
+
+
+def check_corpus_audio(index: CorpusIndex) -> CorpusIndex:
+    """``index`` without the files :func:`audio_problem` refuses, which join ``skipped`` with the
+    reason: what ``data info`` reports is what training will use."""
+    kept, skipped = [], list(index.skipped)
+    for utt in index:
+        problem = audio_problem(utt.path)
+        if problem:
+            skipped.append((utt.path, problem))
+        else:
+            kept.append(utt)
+    return CorpusIndex(kept, sorted(skipped), index.name, index.root)
 
 
 def config_key(cfg: FeatureConfig) -> str:
@@ -41,17 +76,17 @@ def cache_key(path: str, cfg_key: str) -> str:
         st = os.stat(path)
     except OSError as e:
         raise AudioError(f"{path}: cannot stat ({e.strerror or e})") from None
-    blob = json.dumps([path, st.st_size, st.st_mtime_ns, cfg_key])
+    blob = json.dumps([path, st.st_size, st.st_mtime_ns, cfg_key, CACHE_VERSION])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _read_cached(file: str, n_mfcc: int) -> Optional[np.ndarray]:
-    """``(n_frames, n_mfcc) float32`` from ``file``, or ``None`` if absent or damaged."""
+def _read_cached(file: str, n_features: int) -> Optional[np.ndarray]:
+    """``(n_frames, n_features) float32`` from ``file``, or ``None`` if absent or damaged."""
     try:
         arr = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-    ok = arr.ndim == 2 and arr.shape[1] == n_mfcc and arr.shape[0] > 0 and arr.dtype == np.float32
+    ok = arr.ndim == 2 and arr.shape[1] == n_features and arr.shape[0] > 0 and arr.dtype == np.float32
     return arr if ok else None
 
 
@@ -63,16 +98,16 @@ def _write_cached(file: str, feats: np.ndarray) -> None:
 
 
 def compute_features(path: str, cfg: FeatureConfig, cache_dir: Optional[str] = None) -> Tuple[np.ndarray, bool]:
-    """Raw MFCC of one file via the disk cache. ``-> ((n_frames, n_mfcc) float32, from_cache)``.
+    """Raw features of one file via the disk cache. ``-> ((n_frames, n_features) float32, from_cache)``.
 
-    Raises :class:`AudioError` for an unreadable file.
+    Raises :class:`AudioError` for an unreadable, too short or silent file (the runtime's checks).
     """
     file = os.path.join(cache_dir, cache_key(path, config_key(cfg)) + ".npy") if cache_dir else None
     if file is not None:
-        cached = _read_cached(file, cfg.n_mfcc)
+        cached = _read_cached(file, cfg.n_features)
         if cached is not None:
             return cached, True
-    feats = mfcc(load_audio(path, cfg.sample_rate), cfg)
+    feats = raw_features(load_clip(path, cfg.sample_rate), cfg)
     if file is not None:
         _write_cached(file, feats)
     return feats, False
@@ -116,11 +151,11 @@ class FeatureStore:
     def waveform(self, utt: Utterance) -> np.ndarray:
         """``(n_samples,) float32`` at ``cfg.sample_rate``, memoised. Raises :class:`AudioError`."""
         if utt.path not in self._waves:
-            self._waves[utt.path] = load_audio(utt.path, self.cfg.sample_rate)
+            self._waves[utt.path] = load_clip(utt.path, self.cfg.sample_rate)
         return self._waves[utt.path]
 
     def features(self, utt: Utterance) -> np.ndarray:
-        """Raw MFCC ``(n_frames, n_mfcc) float32``, memoised and disk-cached. Raises :class:`AudioError`."""
+        """Raw features ``(n_frames, n_features) float32``, memoised and disk-cached. Raises :class:`AudioError`."""
         if utt.path not in self._feats:
             self._remember(utt.path, *compute_features(utt.path, self.cfg, self.cache_dir))
         return self._feats[utt.path]

@@ -467,6 +467,10 @@ def render(p: ClipParams, sr: int, rng: np.random.Generator) -> np.ndarray:
 # the corpus
 # ---------------------------------------------------------------------------------------
 
+#: Clips per speaker and label: 99 speakers x 8 labels x this is ~800k files, far more than a demo needs.
+MAX_PER_CLASS = 1000
+
+
 def _check_args(out_dir: str, n_speakers: int, per_class: int, labels: Sequence[str], seed: int,
                 sample_rate: int) -> None:
     if seed < 0:
@@ -475,6 +479,8 @@ def _check_args(out_dir: str, n_speakers: int, per_class: int, labels: Sequence[
         raise DataError(f"need at least one speaker and one clip per class (got {n_speakers}, {per_class})")
     if n_speakers > 99:
         raise DataError(f"at most 99 synthetic speakers (got {n_speakers})")
+    if per_class > MAX_PER_CLASS:
+        raise DataError(f"at most {MAX_PER_CLASS} clips per speaker and label (got {per_class})")
     if not labels:
         raise DataError("no labels given")
     unknown = [lab for lab in labels if lab not in EMOTION_PROSODY]

@@ -20,6 +20,7 @@ MODULES = (
     "ser_edge.runtime.stream",
     "ser_edge.runtime.backends",
     "ser_edge.runtime.backends.onnxruntime_backend",
+    "ser_edge.runtime.backends.numpy_archs",  # before numpy_lstm: it imports numpy_lstm, which imports it back
     "ser_edge.runtime.backends.numpy_lstm",
     "ser_edge.runtime.backends.litert",
 )
