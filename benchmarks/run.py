@@ -678,11 +678,11 @@ def headline_table(res: Dict[str, Any]) -> Table:
          f"{fmt_bytes(sizes['checkpoint']['bytes'])} (checkpoint)",
          fmt_ratio(size["ratio_vs_checkpoint"], "smaller", "larger")],
     ]
-    for rate, hi in res.get("hi_rate", {}).items():
+    for i, (rate, hi) in enumerate(res.get("hi_rate", {}).items()):
         h = next(r for r in hi["pipelines"] if r["pipeline"] == head["pipeline"])
-        rows.insert(2, [f"WAV → label, {int(rate) / 1000:g} kHz stereo ({CLOCK_NAME[clock]})", fmt_ms(med(h, clock)),
-                        fmt_ms(med(hi["pipelines"][0], clock)),
-                        fmt_ratio(h["ratio_vs_reference"][clock], "faster", "slower")])
+        rows.insert(2 + i, [f"WAV → label, {int(rate) / 1000:g} kHz stereo ({CLOCK_NAME[clock]})",
+                            fmt_ms(med(h, clock)), fmt_ms(med(hi["pipelines"][0], clock)),
+                            fmt_ratio(h["ratio_vs_reference"][clock], "faster", "slower")])
     title = f"ser-edge runtime ({head['pipeline'].replace('ser-edge ', '', 1)}) vs {REFERENCE}"
     return title, ["", "ser-edge", REFERENCE, "ratio"], rows
 
@@ -813,7 +813,7 @@ def describe(res: Dict[str, Any]) -> str:
 
 
 def _numeric(cell: str) -> bool:
-    return cell[:1].isdigit() or cell in ("-", "n/a", "reference")
+    return cell.lstrip("±-")[:1].isdigit() or cell in ("-", "n/a", "reference")
 
 
 def render_text(res: Dict[str, Any]) -> str:

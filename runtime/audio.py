@@ -86,6 +86,8 @@ def open_regular(path: Union[str, os.PathLike[str]], what: str = "WAV file") -> 
         if not stat.S_ISREG(st.st_mode):
             raise AudioError(f"{name}: is {file_kind(st.st_mode)}, not a {what}")
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except AudioError:  # not a regular file: already the message (AudioError is a ValueError)
+        raise
     except FileNotFoundError:
         raise AudioError(f"{name}: no such file") from None
     except OSError as e:

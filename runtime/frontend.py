@@ -38,6 +38,7 @@ from .features import (
     chroma_from_power,
     dct_matrix,
     delta,
+    gate_chroma,
     mel_filterbank,
     normalise,
     power_spectrogram,
@@ -148,8 +149,8 @@ def assemble(mel: np.ndarray, chroma: Optional[np.ndarray], cfg: FeatureConfig, 
         db = np.maximum(db, (db.max() if clamp_ref is None else clamp_ref) - cfg.top_db)
     base = db @ dct_matrix(cfg.n_mfcc, cfg.n_mels).T if cfg.base == "mfcc" else db
     parts = [base] + [delta(base, k, cfg.delta_width) for k in range(1, cfg.deltas + 1)]
-    if cfg.n_chroma:
-        parts.append(chroma)
+    if cfg.n_chroma and chroma is not None:
+        parts.append(gate_chroma(chroma, mel, cfg.top_db))
     feats = np.concatenate(parts, axis=1) if len(parts) > 1 else base
     return normalise(feats.astype(np.float32), cfg, stats)
 

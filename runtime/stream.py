@@ -150,12 +150,22 @@ class Stream:
         self.hop = int(round(hop_s * sr))
         if not 0 < self.hop <= self.window:
             raise ValueError("need 0 < hop <= window")
+        asked, note = self.hop, ""
+        if mode == "auto" and self.hop % cfg.hop_length:
+            # Align the hop with the model's frames (e.g. 0.5 s -> 0.512 s at a 32 ms frame hop):
+            # otherwise no frame could be reused between windows and every hop would pay for a
+            # whole window's features.
+            aligned = max(cfg.hop_length, int(round(self.hop / cfg.hop_length)) * cfg.hop_length)
+            if aligned <= self.window:
+                self.hop = aligned
+                note = f"; hop {asked / sr:g} s rounded to {aligned / sr:g} s to align with the model's frames"
         self.smoother = Smoother(smoothing, alpha, history)
         self.gate = gate
         if states not in (1, 2):
             raise ValueError(f"states must be 1 or 2, got {states!r}")
         self.states = states
         self.mode, self.mode_reason, self._stepper = choose_mode(recognizer, self.hop, mode)
+        self.mode_reason += note
         self._ring = np.zeros(self.window, dtype=np.float32)
         self._cache: Optional[FrameCache] = None
         if self.mode != "window":

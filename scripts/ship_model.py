@@ -1,13 +1,16 @@
 """Copy a trained + exported model into models/ and write its model card from the runs' own outputs.
 
     python scripts/ship_model.py --run RUN_DIR --export EXPORT_DIR --cv CV_DIR \\
-        [--baseline "NAME=CV_DIR" ...] [--levels LEVELS_JSON] [--commands COMMANDS_JSON] [--name ser-edge-ravdess]
+        [--baseline "NAME=CV_DIR" ...] [--tried "NAME=CV_DIR" ...] [--levels LEVELS_JSON]
+        [--heldout-levels "NAME=LEVELS_JSON" ...] [--commands COMMANDS_JSON] [--name ser-edge-ravdess]
 
 RUN_DIR: the `ser-edge train` run that produced the shipped weights (best.pt, history.json);
 EXPORT_DIR: its `ser-edge export --quantize` output (parity.json and the artifacts);
 CV_DIR: `ser-edge cv` of the same recipe (cv.json, cv_confusion.png) = the expected accuracy;
 --baseline: other recipes cross-validated in the same harness, for the comparison table;
+--tried: variants of the shipped recipe cross-validated while choosing it (same harness);
 --levels: `scripts/levels.py` output (level robustness of the exported int8 model);
+--heldout-levels: the same check on fold models and their own held-out actors;
 --commands: {"step": "command"} exactly as run, for the Reproduce section.
 Every number in the card is read from those files; nothing is typed by hand. Files are written
 atomically.
@@ -60,8 +63,20 @@ def _cv_row(name: str, cv: dict) -> str:
             + (f" {int8['uar_mean']:.3f} |" if int8 else " - |"))
 
 
+def _paired(cv: dict, other: dict) -> str:
+    """Mean +- std over folds of (shipped - other) UAR, folds matched by their test speakers."""
+    mine = {tuple(f["test_speakers"]): f["metrics"]["uar"] for f in cv["folds"]}
+    diffs = [mine[k] - f["metrics"]["uar"] for f in other["folds"] if (k := tuple(f["test_speakers"])) in mine]
+    if not diffs:
+        return "-"
+    mean = sum(diffs) / len(diffs)
+    std = (sum((d - mean) ** 2 for d in diffs) / len(diffs)) ** 0.5
+    return f"{mean:+.3f} +- {std:.3f}"
+
+
 def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, baselines: Dict[str, dict],
-               levels: Optional[dict], commands: Dict[str, str]) -> str:
+               levels: Optional[dict], commands: Dict[str, str], tried: Optional[Dict[str, dict]] = None,
+               heldout_levels: Optional[Dict[str, dict]] = None) -> str:
     extra = ckpt["extra"]
     cfg = extra["train_config"]
     fcfg = ckpt["feature_config"]
@@ -74,7 +89,11 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
     if fcfg.get("deltas"):
         feats.append("deltas" + (" and delta-deltas" if fcfg["deltas"] == 2 else ""))
     if fcfg.get("n_chroma"):
-        feats.append(f"{fcfg['n_chroma']} chroma")
+        feats.append(f"{fcfg['n_chroma']} chroma (0 on frames more than top_db below the loudest)")
+    n_val = cv["recipe"]["cv"]["val_speakers_per_fold"]
+    aug = (f"waveform augmentation (p = {cfg['augment_prob']}): gain {cfg['gain_db']} dB and white noise"
+           f" {cfg['noise_snr_db']} dB SNR through 16-bit PCM, speed {cfg['speed_range']}"
+           if cfg["augment"] else "waveform augmentation off")
     lines = [
         f"# Model card: `{name}`",
         "",
@@ -95,7 +114,7 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
         "",
         "## How it was trained",
         "",
-        f"* Data: the complete RAVDESS speech set (1440 clips, 24 actors, untrimmed 16 kHz copy), **all 24",
+        "* Data: the complete RAVDESS speech set (1440 clips, 24 actors, untrimmed 16 kHz copy), **all 24",
         f"  actors**, for the fixed {cfg['epochs']} epochs that cross-validation used; the weights of the last",
         "  epoch are shipped (no test speakers are left: the expected accuracy on new voices is the",
         "  cross-validation estimate below, not a number measured on this model).",
@@ -103,7 +122,8 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
         + (f", {mcfg['conv_layers']} conv blocks of {mcfg['conv_channels']} channels, kernel {mcfg['conv_kernel']}"
            if mcfg["arch"] == "conv_lstm" else "") + f", dropout {mcfg['dropout']}).",
         f"* Features: {', '.join(feats)} per {fcfg['hop_length'] / fcfg['sample_rate'] * 1000:.0f} ms hop"
-        f" ({fcfg['n_fft']}-point {fcfg['window']} window, {fcfg['n_mels']} slaney mel bands, 16 kHz)"
+        f" ({fcfg['n_fft']}-point {fcfg['window']} window, {fcfg['n_mels']} slaney mel bands, 16 kHz,"
+        f" log-mel floored {fcfg['top_db']:g} dB below the clip's loudest value)"
         + (f", each clip's active speech level normalised to {fcfg['gain_norm_db']:g} dBFS first"
            if fcfg.get("gain_norm_db") is not None else "")
         + "; per-feature mean/std from the training clips, embedded in the model.",
@@ -111,23 +131,38 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
         f" {cfg['scheduler']} schedule (T0 {cfg['cosine_t0']}, x{cfg['cosine_t_mult']}), label smoothing"
         f" {cfg['label_smoothing']}, class weights {cfg['class_weights']}, gradient clip {cfg['grad_clip']},"
         f" seed {cfg['seed']}.",
-        f"* Augmentation (p = {cfg['augment_prob']}): gain {cfg['gain_db']} dB, white noise {cfg['noise_snr_db']}"
-        f" dB SNR, speed {cfg['speed_range']}; SpecAugment masks {cfg['spec_augment']}; mixup alpha {cfg['mixup']}.",
+        f"* Regularisation: dropout, mixup alpha {cfg['mixup']}, SpecAugment masks {cfg['spec_augment']}; {aug}.",
         "* The whole recipe is `ser_edge/recipes/default.toml`, which `ser-edge train` uses by default.",
         "",
         "## Expected accuracy: speaker-independent cross-validation",
         "",
-        f"{cv['n_folds']}-fold cross-validation by actor (fold k tests actors k, k+5, k+10, ...; 2 validation",
-        "actors per fold come from its training actors; no actor is in two parts of a fold), same recipe,",
-        "same harness for every row. Chance UAR is 0.125.",
+        f"{cv['n_folds']}-fold cross-validation by actor (fold k tests actors k, k+5, k+10, ...; no actor is in",
+        "two parts of a fold; "
+        + (f"{n_val} validation actors per fold come from its training actors" if n_val else
+           "no validation actors: every fold trains the recipe's fixed epochs and keeps the last, as the"
+           " shipped model does") + "), same harness for every row. Chance UAR is 0.125. The last column"
+        " is the paired difference per fold (shipped minus that row, same test actors).",
         "",
-        "| recipe (ser-edge cv) | UAR mean +- std | accuracy | weighted F1 | folds | int8 ONNX UAR |",
-        "|---|---:|---:|---:|---:|---:|",
-        _cv_row(f"**{name} recipe (shipped)**", cv),
+        "| recipe (ser-edge cv) | UAR mean +- std | accuracy | weighted F1 | folds | int8 ONNX UAR"
+        " | shipped minus row |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        _cv_row(f"**{name} recipe (shipped)**", cv) + " - |",
     ]
-    lines += [_cv_row(n, b) for n, b in baselines.items()]
+    lines += [_cv_row(n, b) + f" {_paired(cv, b)} |" for n, b in baselines.items()]
     lines += ["", "Published / earlier figures, for context (not run in this harness):", "",
               "| system | UAR |", "|---|---:|"] + [f"| {a} | {u} |" for a, u in ANCHORS]
+    if tried:
+        lines += ["", "Variants of the shipped recipe cross-validated while choosing it (same folds; choosing among",
+                  "them on these folds makes the chosen row slightly optimistic):", "",
+                  "| variant | UAR mean +- std | accuracy | weighted F1 | folds | int8 ONNX UAR | shipped minus row |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [_cv_row(n, b) + f" {_paired(cv, b)} |" for n, b in tried.items()]
+        adapted = {n: b["adapted"] for n, b in tried.items() if b.get("adapted")}
+        for n, a in adapted.items():
+            lines += ["", f"Speaker adaptation ({n}): with each test actor's own unlabelled clips giving the feature",
+                      f"normalisation, UAR {a['uar_mean']:.3f} +- {a['uar_std']:.3f}; without it (the population"
+                      f" statistics, as a single clip is served) {tried[n]['uar_mean']:.3f}"
+                      f" +- {tried[n]['uar_std']:.3f}."]
     lines += ["", "Per fold (shipped recipe):", "",
               "| fold | test actors | UAR | accuracy | weighted F1 | int8 UAR |", "|---:|---|---:|---:|---:|---:|"]
     for f in cv["folds"]:
@@ -153,6 +188,12 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
             lines.append(f"| {gain} | {_pct(r['agreement'])} | {r['clipped_clips']} |")
         lines += ["", "(These actors are in the shipped model's training data; the check measures invariance"
                   " to level, not accuracy.)"]
+    if heldout_levels:
+        lines += ["", "The same check on held-out voices: each recipe's fold-1 model on its own test actors:", "",
+                  "| model | clips | same top-1 at -20 dB | same top-1 at +12 dB |", "|---|---:|---:|---:|"]
+        for n, lv in heldout_levels.items():
+            g = lv["by_gain"]
+            lines.append(f"| {n} | {lv['n']} | {_pct(g['-20 dB']['agreement'])} | {_pct(g['+12 dB']['agreement'])} |")
     lines += [
         "",
         "## Files, size, parity",
@@ -170,7 +211,8 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
                          f" {a['max_abs_diff']:.1e} | {_pct(a['top1_agreement'])} |")
     lines += ["", "## Reproduce", "", "Each command as it was run (2-core x86 VM, one torch thread):", "", "```bash"]
     lines += [f"# {step}\n{cmd}" for step, cmd in commands.items()]
-    lines += ["```", "", "Training is seeded and deterministic on one CPU thread (tests/test_train.py checks this).", ""]
+    lines += ["```", "", "Training is seeded and deterministic on one CPU thread (tests/test_train.py checks this).",
+              ""]
     return "\n".join(lines)
 
 
@@ -180,7 +222,9 @@ def main() -> None:
     ap.add_argument("--export", type=Path, required=True)
     ap.add_argument("--cv", type=Path, required=True)
     ap.add_argument("--baseline", action="append", default=[])
+    ap.add_argument("--tried", action="append", default=[])
     ap.add_argument("--levels", type=Path, default=None)
+    ap.add_argument("--heldout-levels", action="append", default=[])
     ap.add_argument("--commands", type=Path, default=None)
     ap.add_argument("--name", default="ser-edge-ravdess")
     ap.add_argument("--out", type=Path, default=REPO / "models")
@@ -195,6 +239,14 @@ def main() -> None:
     for spec in args.baseline:
         label, _, path = spec.partition("=")
         baselines[label] = json.loads((Path(path) / "cv.json").read_text())
+    tried: Dict[str, dict] = {}
+    for spec in args.tried:
+        label, _, path = spec.partition("=")
+        tried[label] = json.loads((Path(path) / "cv.json").read_text())
+    heldout: Dict[str, dict] = {}
+    for spec in args.heldout_levels:
+        label, _, path = spec.partition("=")
+        heldout[label] = json.loads(Path(path).read_text())
     levels = json.loads(args.levels.read_text()) if args.levels else None
     commands = json.loads(args.commands.read_text()) if args.commands else {}
     for src, suffix in SHIP.items():
@@ -205,7 +257,7 @@ def main() -> None:
     _copy(args.export / "parity.json", args.out / f"{args.name}.parity.json")
     _copy(args.cv / "cv.json", args.out / "cv.json")
     atomic_write_text(args.out / "MODEL_CARD.md",
-                      model_card(args.name, ckpt, history, parity, cv, baselines, levels, commands))
+                      model_card(args.name, ckpt, history, parity, cv, baselines, levels, commands, tried, heldout))
     print(f"shipped {args.name} to {args.out}: CV UAR {cv['uar_mean']:.3f} +- {cv['uar_std']:.3f}")
     os.sync()
 

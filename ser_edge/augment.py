@@ -58,13 +58,15 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, r
 def augment_waveform(y: np.ndarray, sample_rate: int, rng: np.random.Generator,
                      snr_db: Tuple[float, float], speed_range: Tuple[float, float],
                      gain_db: Tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Speed perturbation, additive white noise, then a random gain. ``(n,) -> (~n / speed,) float32``.
+    """Speed perturbation, additive white noise, then a random gain as a 16-bit recording would
+    carry it (rounded to the PCM grid and clipped at full scale). ``(n,) -> (~n / speed,) float32``.
 
     Speed is quantised to 0.01 so the resampling ratio stays a small fraction (cheap
     polyphase path in :func:`resample`); a clip resampled from ``sr * speed`` to ``sr`` plays
-    ``speed`` times faster (tempo and pitch, as in Kaldi-style speed perturbation). The gain is
-    applied last and never clipped: features are computed in floating point, and clipping would
-    teach distortion, not level.
+    ``speed`` times faster (tempo and pitch, as in Kaldi-style speed perturbation). The gain goes
+    through 16-bit PCM because that is what a level change does to a real recording: a quiet one
+    sinks towards the quantisation floor and a loud one clips, and gain-normalised features see
+    exactly that and nothing else.
     """
     speed = round(float(rng.uniform(*speed_range)), 2)
     if speed != 1.0:
@@ -75,7 +77,8 @@ def augment_waveform(y: np.ndarray, sample_rate: int, rng: np.random.Generator,
     snr = float(rng.uniform(*snr_db))
     noise = rng.standard_normal(len(y)) * math.sqrt(power / 10.0 ** (snr / 10.0))
     gain = 10.0 ** (float(rng.uniform(*gain_db)) / 20.0)
-    return ((y + noise) * gain).astype(np.float32)
+    pcm = np.clip(np.round((y + noise) * (gain * 32768.0)), -32768.0, 32767.0)
+    return (pcm / 32768.0).astype(np.float32)
 
 
 def random_crop(feats: np.ndarray, max_frames: Optional[int], rng: np.random.Generator) -> np.ndarray:

@@ -50,16 +50,17 @@ class TrainError(SerEdgeError, ValueError):
 
 def default_features() -> FeatureConfig:
     """The shipped recipe's features: 40 MFCC + 12 chroma from 64 ms frames every 32 ms, each
-    clip's speech level normalised first (chosen by 5-fold actor cross-validation; see
+    clip's speech level normalised first and everything more than 40 dB below its loudest frame
+    floored, so neither the recording level nor the noise floor changes the features (see
     ``ser_edge/recipes/default.toml`` and models/MODEL_CARD.md)."""
     return FeatureConfig(n_fft=1024, win_length=1024, hop_length=512, window="hann", n_mels=64, n_mfcc=40,
-                         n_chroma=12, gain_norm_db=-25.0)
+                         n_chroma=12, gain_norm_db=-25.0, top_db=40.0)
 
 
 def default_model() -> ModelConfig:
-    """The shipped recipe's model: two conv blocks (64 channels, kernel 5) before a 64-unit LSTM,
+    """The shipped recipe's model: two conv blocks (96 channels, kernel 5) before a 128-unit LSTM,
     attention + mean pooling."""
-    return ModelConfig(arch="conv_lstm", hidden_size=64, num_layers=1, dropout=0.3, conv_channels=64,
+    return ModelConfig(arch="conv_lstm", hidden_size=128, num_layers=1, dropout=0.3, conv_channels=96,
                        conv_kernel=5, conv_layers=2)
 
 

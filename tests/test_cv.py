@@ -91,8 +91,12 @@ def test_cv_end_to_end_resumes_and_summarises(corpus, tmp_path):
 @pytest.mark.slow
 def test_cv_int8_scores_every_fold(corpus, tmp_path):
     cfg = tiny_cfg(corpus, tmp_path / "cv", tmp_path / "cache").replace(select="last")
+    plain = run_cv(cfg, CVOptions(folds="2", val_per_fold=0))
+    assert all(f.int8 is None for f in plain.folds)
+    # asked for afterwards: the finished folds' models are scored, nothing is retrained
     summary = run_cv(cfg, CVOptions(folds="2", val_per_fold=0, int8=True))
     d = summary.to_dict()
+    assert [f["metrics"] for f in d["folds"]] == [f.metrics for f in plain.folds]
     assert len(d["folds"]) == 2 and all(f["int8"]["n"] == f["metrics"]["n"] for f in d["folds"])
     assert abs(d["int8"]["uar_mean"] - d["uar_mean"]) <= 0.25  # tiny models; the real gate is in cv.json
 

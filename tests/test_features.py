@@ -175,6 +175,16 @@ def test_a_wider_window_leaves_nothing_behind_for_a_narrower_one(speechlike):
     assert rel_err(mfcc(speechlike, narrow), librosa_mfcc(speechlike, narrow)) <= REL_TOL
 
 
+def test_numpy_1_rfft_path_gives_the_same_features(speechlike, monkeypatch):
+    """numpy < 2 has no ``rfft(..., out=)``; the copy it takes instead changes nothing."""
+    from ser_edge.runtime import features
+
+    cfg = FeatureConfig()
+    expected = mfcc(speechlike, cfg)
+    monkeypatch.setattr(features, "_RFFT_HAS_OUT", False)
+    np.testing.assert_array_equal(mfcc(speechlike, cfg), expected)
+
+
 def test_mfcc_of_extreme_levels_stays_finite():
     """Squared magnitudes are float32 for speed; audio so loud they would overflow takes the
     float64 path and gives the same answer as a quiet copy, shifted by the gain in dB (c0 only)."""

@@ -8,6 +8,7 @@ import pytest
 
 from ser_edge.runtime.audio import load_audio
 from ser_edge.runtime.features import FeatureConfig, delta, power_spectrogram, raw_features
+from ser_edge.runtime.features import chroma as chroma_of
 
 librosa = pytest.importorskip("librosa")
 
@@ -15,6 +16,7 @@ CONFIGS = {
     "long-frames": dict(n_fft=4096, win_length=4096, hop_length=2048, window="hann", n_mels=128, n_mfcc=34),
     "shipped": dict(n_fft=1024, win_length=1024, hop_length=512, window="hann", n_mels=64, n_mfcc=40),
     "10ms": dict(),
+    "top_db-40": dict(n_fft=1024, win_length=1024, hop_length=512, window="hann", n_mels=64, n_mfcc=40, top_db=40.0),
 }
 
 
@@ -38,12 +40,17 @@ def test_every_feature_matches_librosa(ravdess_wavs, name):
         ours = raw_features(y, cfg)
         S = reference_power(y, cfg)
         mel = librosa.feature.melspectrogram(S=S, sr=16000, n_mels=cfg.n_mels, n_fft=cfg.n_fft)
-        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=80.0), n_mfcc=b)
+        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=cfg.top_db), n_mfcc=b)
         assert rel(ours[:, :b], mfcc.T) <= 1e-4
         assert rel(ours[:, b:2 * b], librosa.feature.delta(mfcc, order=1).T) <= 1e-4
         assert rel(ours[:, 2 * b:3 * b], librosa.feature.delta(mfcc, order=2).T) <= 1e-4
-        chroma = librosa.feature.chroma_stft(S=S, sr=16000, n_fft=cfg.n_fft, tuning=0.0)
-        assert rel(ours[:, 3 * b:], chroma.T) <= 1e-4
+        chroma = librosa.feature.chroma_stft(S=S, sr=16000, n_fft=cfg.n_fft, tuning=0.0).T
+        assert rel(chroma_of(y, cfg), chroma) <= 1e-4  # the chroma itself: librosa's
+        # in the model input, frames more than top_db below the loudest (by mel power) are gated to 0
+        frame_db = 10 * np.log10(np.maximum(mel.sum(axis=0), 1e-10))
+        loud = frame_db >= frame_db.max() - cfg.top_db
+        assert 0 < loud.sum() and rel(ours[loud, 3 * b:], chroma[loud]) <= 1e-4
+        assert np.all(ours[~loud, 3 * b:] == 0)
 
 
 @pytest.mark.realdata

@@ -173,8 +173,9 @@ def test_mode_choice(exported_models):
     assert lstm.stream(mode="incremental").mode == "incremental"
     stream = attn.stream()
     assert stream.mode == "incremental" and "attn_bilstm" in stream.mode_reason
-    stream = lstm.stream(window_s=1.0, hop_s=0.255)  # 4080 samples: not a multiple of 160
-    assert stream.mode == "window" and "frame hop" in stream.mode_reason
+    stream = lstm.stream(window_s=1.0, hop_s=0.255)  # 4080 samples: not a multiple of 160 ...
+    assert stream.hop == 4160 and "rounded to 0.26 s" in stream.mode_reason  # ... so auto aligns it
+    assert stream.mode == "stateful"
     with pytest.raises(ValueError, match="impossible"):
         lstm.stream(hop_s=0.255, mode="incremental")
     with pytest.raises(ValueError, match="mode must be"):

@@ -111,7 +111,7 @@ def test_epoch_batches_shard_like_distributed_sampler():
 
 def test_augment_waveform_speed_and_snr():
     sr = 16000
-    y = np.sin(2 * np.pi * 220 * np.arange(sr) / sr).astype(np.float32)
+    y = (0.5 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)  # headroom: no clipping
     rng = np.random.default_rng(0)
     fast = augment_waveform(y, sr, rng, snr_db=(200.0, 200.0), speed_range=(1.1, 1.1))
     assert len(fast) == pytest.approx(sr / 1.1, abs=2)
@@ -315,6 +315,51 @@ def test_resume_guards(reference, corpus, cache, tmp_path):
     assert fresh.epochs_run == 1
 
 
+def test_a_finished_run_is_never_overwritten_without_being_told(reference, corpus, cache, tmp_path):
+    """best.pt without last.pt (a finished run whose resume state is gone): --resume refuses
+    instead of "starting from scratch" over it; --overwrite replaces it."""
+    _, ref_out = reference
+    out = tmp_path / "run"
+    shutil.copytree(ref_out, out)
+    os.remove(out / "last.pt")
+    before = (out / "best.pt").read_bytes()
+    with pytest.raises(TrainError, match="finished run"):
+        train(tiny(corpus, out, cache, resume=True))
+    assert (out / "best.pt").read_bytes() == before
+    again = train(tiny(corpus, out, cache, overwrite=True, epochs=1))
+    assert again.epochs_run == 1 and (out / "best.pt").read_bytes() != before
+
+
+def test_divergence_stops_with_an_error_and_saves_nothing_non_finite(corpus, cache, tmp_path):
+    """A non-finite loss ends training with a TrainError; no checkpoint ever holds NaN weights."""
+    import torch
+
+    out = tmp_path / "nan"
+
+    def poison(epoch, step):
+        if epoch == 2 and step == 1:  # after epoch 1 was saved: corrupt the live weights
+            trainer_model = poison.model
+            with torch.no_grad():
+                next(trainer_model.parameters()).fill_(float("nan"))
+
+    from ser_edge import train as train_mod
+
+    real_init = train_mod.Trainer.__init__
+
+    def capture(self, *a, **kw):
+        real_init(self, *a, **kw)
+        poison.model = self.model
+
+    import unittest.mock as mock
+
+    with mock.patch.object(train_mod.Trainer, "__init__", capture):
+        with pytest.raises(TrainError, match="non-finite"):
+            train(tiny(corpus, out, cache, epochs=3), on_step=poison)
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(str(out / name)).state_dict
+        assert all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
+
+
 # ---------------------------------------------------------------------------------------
 # selection and early stopping with scripted validation scores
 # ---------------------------------------------------------------------------------------
@@ -501,3 +546,16 @@ def test_real_ravdess_subset_end_to_end(ravdess_root, tmp_path):
     assert metrics["n"] == result.test.n == sum(u.speaker in ("Actor_09", "Actor_10") for u in utts)
     # 4 classes: guessing gives a UAR of 0.25
     assert result.test.uar > 0.3 and result.test.accuracy > 0.3
+
+
+def test_gain_augmentation_goes_through_16_bit_pcm():
+    """A gain change is what a recording at another level carries: rounded to the PCM grid and
+    clipped at full scale (with gain-normalised features, nothing else about level remains)."""
+    sr = 16000
+    y = (0.5 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    loud = augment_waveform(y, sr, rng, snr_db=(200.0, 200.0), speed_range=(1.0, 1.0), gain_db=(12.0, 12.0))
+    assert loud.max() == pytest.approx(32767 / 32768) and np.mean(np.abs(loud) >= 32767 / 32768) > 0.2
+    quiet = augment_waveform(y, sr, rng, snr_db=(200.0, 200.0), speed_range=(1.0, 1.0), gain_db=(-60.0, -60.0))
+    np.testing.assert_array_equal(quiet * 32768, np.round(quiet * 32768))  # on the 16-bit grid
+    assert len(np.unique(quiet)) <= 33  # 0.5 at -60 dB is ~16 LSB: a coarse staircase

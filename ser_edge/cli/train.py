@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -18,6 +19,7 @@ import typer
 from typing_extensions import Annotated
 
 from ser_edge.cli.config_options import with_config_options
+from ser_edge.cli.conventions import DataOpt, RootOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -106,12 +108,20 @@ def cv(given: Dict[str, Any], recipe: Optional[str], quiet: bool, print_config: 
     typer.echo(summary.table())
 
 
+class Split(str, Enum):
+    """``evaluate --split``: the speakers recorded in the checkpoint, or the whole corpus."""
+
+    test = "test"
+    val = "val"
+    train = "train"
+    all = "all"
+
+
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by ser-edge train (best.pt).")],
-    data: Annotated[str, typer.Option("--data", "-d", help="Corpus layout (see ser-edge train --help).")],
-    root: Annotated[Path, typer.Option("--root", "-r", help="Corpus directory (or manifest CSV).")],
-    split: Annotated[str, typer.Option(help="test, val, train (the speakers recorded in the checkpoint) or all.")]
-    = "test",
+    data: DataOpt,
+    root: RootOpt,
+    split: Annotated[Split, typer.Option(help="The checkpoint's test/val/train speakers, or all.")] = Split.test,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write metrics.json + metrics_confusion.png here.")]
     = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache directory.")] = None,
@@ -122,11 +132,11 @@ def evaluate(
     """Accuracy, UAR, weighted F1, per-class scores and a confusion matrix for a checkpoint."""
     from ser_edge.evaluate import evaluate as run_evaluation
 
-    m = run_evaluation(os.fspath(checkpoint), data=data, root=os.fspath(root), split=split,
+    m = run_evaluation(os.fspath(checkpoint), data=data.value, root=os.fspath(root), split=split.value,
                        out_dir=os.fspath(out) if out else None, cache_dir=os.fspath(cache_dir) if cache_dir else None,
                        workers=workers, device=device)
     skipped = m.extra.get("skipped_unknown_label", 0) + len(m.extra.get("skipped_unreadable", []))
-    typer.echo(f"{split}: n={m.n} accuracy {m.accuracy:.3f} UAR {m.uar:.3f} weighted F1 {m.weighted_f1:.3f}"
+    typer.echo(f"{split.value}: n={m.n} accuracy {m.accuracy:.3f} UAR {m.uar:.3f} weighted F1 {m.weighted_f1:.3f}"
                + (f" ({skipped} skipped)" if skipped else ""))
     if per_class:
         typer.echo(m.report())

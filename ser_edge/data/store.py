@@ -30,8 +30,8 @@ Skipped = List[Tuple[Utterance, str]]
 
 #: Part of every cache key: bumped when what may be cached changes (2: only clips that pass the
 #: runtime's usability check, ``check_waveform``, so a cache from before cannot bring back a
-#: silent or too-short clip).
-CACHE_VERSION = 2
+#: silent or too-short clip; 3: chroma of frames below ``top_db`` is gated to 0).
+CACHE_VERSION = 3
 
 
 def audio_problem(path: str) -> str:
