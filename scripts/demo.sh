@@ -15,7 +15,7 @@ echo "== 1/5 synthetic corpus (labelled SYNTHETIC: not real speech)"
 
 echo "== 2/5 train (speaker-independent split, a few epochs)"
 "${SER[@]}" train --data manifest --root "$OUT/corpus" --out "$OUT/train" \
-    --arch attn_bilstm --hidden 48 --epochs 8 --seed 0
+    --arch attn_bilstm --hidden 48 --epochs 10 --seed 0   # 10 = the end of the first cosine cycle
 
 echo "== 3/5 evaluate on the held-out speakers"
 "${SER[@]}" evaluate "$OUT/train/best.pt" --data manifest --root "$OUT/corpus" --out "$OUT/eval"

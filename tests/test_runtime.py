@@ -281,9 +281,13 @@ def test_backends_match_pytorch_on_real_speech(exported, ravdess_wavs, arch):
         got = np.stack([rec.predict(p).logits for p in ravdess_wavs])  # from the WAV path, as on the device
         assert np.max(np.abs(got - ref)) <= 1e-4, name
     rec8 = Recognizer.load(out / "model.int8.onnx")
-    top1 = np.array([rec8.predict(p).logits.argmax() for p in ravdess_wavs])
-    agreement = float(np.mean(top1 == ref.argmax(axis=1)))
-    assert agreement >= 0.98, f"int8 top-1 agreement {agreement:.3f}"
+    got8 = np.stack([rec8.predict(p).logits for p in ravdess_wavs])
+    # The models are untrained: their logits barely differ between clips, so a top-1 agreement rate
+    # would measure ties, not int8 (the trained shipped model's is in tests/test_shipped_model.py
+    # and the export gates). What int8 must keep is the logits themselves, against their spread.
+    err = float(np.max(np.abs(got8 - ref)))
+    corr = float(np.corrcoef(got8.ravel(), ref.ravel())[0, 1])
+    assert err <= 0.25 * float(np.ptp(ref)) and corr >= 0.95, (err, float(np.ptp(ref)), corr)
 
 
 # -- self-test ----------------------------------------------------------------------------------
