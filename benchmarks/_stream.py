@@ -36,11 +36,12 @@ import numpy as np  # noqa: E402
 WINDOW_S, HOP_S = 2.0, 0.5
 
 
-def _stream_once(rec, y: np.ndarray, mode: str) -> tuple:
+def _stream_once(rec, y: np.ndarray, mode: str, hop_s: float = HOP_S) -> tuple:
     """``(cpu seconds, predictions, stream)`` of pushing ``y`` in 0.1 s chunks through one stream.
-    ``mode``: a stream mode, or ``"stateful-2"`` (two staggered states)."""
+    ``mode``: a stream mode, or ``"stateful-2"`` (two staggered states); ``hop_s``: the hop the
+    auto mode chose (aligned with the model's frames), so every mode runs the same hops."""
     states = 2 if mode == "stateful-2" else 1
-    stream = rec.stream(window_s=WINDOW_S, hop_s=HOP_S, smoothing="none", mode=mode.split("-")[0], states=states)
+    stream = rec.stream(window_s=WINDOW_S, hop_s=hop_s, smoothing="none", mode=mode.split("-")[0], states=states)
     step = int(0.1 * rec.sample_rate)
     t0 = time.process_time()
     preds = []
@@ -62,13 +63,14 @@ def bench_stream(models: Dict[str, Path], waves: Sequence[np.ndarray], sr: int, 
         if rec.sample_rate != sr:
             raise ValueError(f"{path}: model rate {rec.sample_rate} Hz, clips at {sr} Hz")
         auto = rec.stream(window_s=WINDOW_S, hop_s=HOP_S)
+        hop_s = auto.hop / sr
         modes = ["window", auto.mode] + (["stateful-2"] if auto.mode == "stateful" else [])
         cpu: Dict[str, List[float]] = {m: [] for m in modes}
         preds: Dict[str, list] = {}
-        _stream_once(rec, y[:int(5 * sr)], auto.mode)  # warm-up (sessions, caches)
+        _stream_once(rec, y[:int(5 * sr)], auto.mode, hop_s)  # warm-up (sessions, caches)
         for r in range(repeat):
             for m in (modes if r % 2 == 0 else modes[::-1]):
-                seconds, preds[m], _ = _stream_once(rec, y, m)
+                seconds, preds[m], _ = _stream_once(rec, y, m, hop_s)
                 cpu[m].append(seconds)
         per_s = {m: 1e3 * statistics.median(v) / audio_s for m, v in cpu.items()}
         a, b = preds["window"], preds[auto.mode]

@@ -37,6 +37,48 @@ def librosa_mfcc(y: np.ndarray, fc: Mapping[str, Any]) -> np.ndarray:
     return ref.T.astype(np.float32, copy=False)
 
 
+def gain_normalise(y: np.ndarray, sr: int, target_db: float) -> np.ndarray:
+    """The level normalisation a project with such a model writes by hand (librosa has none):
+    the RMS of the 10 ms blocks within 30 dB of the 95th-percentile block set to ``target_db``."""
+    block = int(round(0.01 * sr))
+    n = len(y) // block
+    power = np.mean(np.square(y[:n * block].astype(np.float64)).reshape(n, block), axis=1)
+    ref = np.percentile(power, 95)
+    level = power[power >= ref * 10 ** -3].mean() if ref > 0 else power.max()
+    if level <= 0:
+        return y
+    return y * 10 ** (min(target_db - 10 * np.log10(level), 80.0) / 20)
+
+
+def librosa_features(y: np.ndarray, fc: Mapping[str, Any]) -> np.ndarray:
+    """The model's whole feature set the usual way: level normalisation (if the model has it),
+    then librosa MFCC (or log-mel), ``librosa.feature.delta``, ``chroma_stft`` (tuning 0; frames
+    more than top_db below the loudest zeroed, as the model expects).
+    ``(n_samples,) -> (n_frames, n_features) float32`` (raw, not normalised)."""
+    if fc.get("gain_norm_db") is not None:
+        y = gain_normalise(y, fc["sample_rate"], fc["gain_norm_db"])
+    if fc.get("base", "mfcc") == "mfcc" and not fc.get("deltas") and not fc.get("n_chroma"):
+        return librosa_mfcc(y, fc)
+    stft = dict(n_fft=fc["n_fft"], win_length=fc["win_length"], hop_length=fc["hop_length"], window=fc["window"],
+                center=True, pad_mode="constant")
+    S = np.abs(librosa.stft(y, **stft)) ** 2
+    mel = librosa.feature.melspectrogram(S=S, sr=fc["sample_rate"], n_mels=fc["n_mels"], fmin=fc["fmin"],
+                                         fmax=fc["fmax"], htk=False)
+    db = librosa.power_to_db(mel, top_db=fc["top_db"])
+    base = librosa.feature.mfcc(S=db, n_mfcc=fc["n_mfcc"], norm="ortho", dct_type=2) if fc.get("base", "mfcc") \
+        == "mfcc" else db
+    parts = [base] + [librosa.feature.delta(base, order=k, width=fc.get("delta_width", 9))
+                      for k in range(1, fc.get("deltas", 0) + 1)]
+    if fc.get("n_chroma"):
+        chroma = librosa.feature.chroma_stft(S=S, sr=fc["sample_rate"], n_fft=fc["n_fft"], tuning=0.0,
+                                             n_chroma=fc["n_chroma"])
+        frame_db = 10 * np.log10(np.maximum(mel.sum(axis=0), 1e-10))
+        if fc["top_db"] is not None:
+            chroma = chroma * (frame_db >= frame_db.max() - fc["top_db"])
+        parts.append(chroma)
+    return np.concatenate(parts, axis=0).T.astype(np.float32)
+
+
 def single_thread_torch() -> None:
     """One intra-op and one inter-op thread, like every other pipeline in the benchmark."""
     torch.set_num_threads(1)
@@ -66,10 +108,10 @@ class UsualStack:
         return cls(model.eval(), payload["feature_config"], payload["labels"])
 
     def features(self, path: str) -> np.ndarray:
-        """``librosa.load`` (resampled to the model rate) + MFCC + normalisation.
-        ``-> (n_frames, n_mfcc) float32``."""
+        """``librosa.load`` (resampled to the model rate) + features + normalisation.
+        ``-> (n_frames, n_features) float32``."""
         y, _ = librosa.load(path, sr=self.fc["sample_rate"], mono=True, res_type="soxr_hq")  # librosa's default
-        return (librosa_mfcc(y, self.fc) - self.mean) / self.std
+        return (librosa_features(y, self.fc) - self.mean) / self.std
 
     def logits(self, feats: np.ndarray) -> np.ndarray:
         """``(n_frames, n_mfcc) float32 -> (n_classes,) float32`` with the eager model."""
