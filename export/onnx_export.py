@@ -12,8 +12,9 @@ constant folder turns the running statistics into one ``Mul`` + ``Add`` per norm
 sits between conv_lstm's ``Conv`` and its norm, so onnxruntime cannot fuse them; the cost is
 O(time x channels), negligible next to the LSTM). conv_lstm's blocks must be native ``Conv``
 ops (checked). Dynamic int8 turns the LSTMs into ``DynamicQuantizeLSTM`` and the matrix
-products into ``MatMulInteger``, but leaves ``Conv`` in float (see :data:`INT8_OP_TYPES`). stats_linear has no LSTM (masked mean/std pooling, then a ``Gemm``
-head): its int8 graph quantises that head, rewritten to ``MatMul`` first (:func:`gemm_to_matmul`).
+products into ``MatMulInteger``, but leaves ``Conv`` in float (see :data:`INT8_OP_TYPES`).
+stats_linear has no LSTM (masked mean/std pooling, then a ``Gemm`` head): its int8 graph
+quantises that head, rewritten to ``MatMul`` first (:func:`gemm_to_matmul`).
 
 Graph contract (see :mod:`ser_edge.runtime.metadata`): inputs ``features`` ``(batch, time,
 n_mfcc) float32`` and ``lengths`` ``(batch,) int64``, output ``logits`` ``(batch, n_classes)

@@ -76,11 +76,21 @@ def choose_labels(utts: Sequence[Utterance], wanted: Optional[Sequence[str]]) ->
     return [lab for lab in CANONICAL_LABELS if lab in present] + sorted(present - set(CANONICAL_LABELS))
 
 
-def load_features(store: FeatureStore, utts: Sequence[Utterance], workers: int,
-                  env: D.DistEnv) -> Tuple[Dict[str, np.ndarray], List[Tuple[str, str]]]:
-    """Raw MFCCs by path for every readable utterance, plus ``(path, reason)`` for the rest.
+def extraction_progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """``(done, total)`` -> a log line at every tenth of the way (extraction of a large corpus
+    takes minutes; cached files are not counted)."""
+    def report(done: int, total: int) -> None:
+        if total >= 50 and (done == total or done % max(1, total // 10) == 0):
+            log(f"features: {done}/{total} files extracted")
+    return report
+
+
+def load_features(store: FeatureStore, utts: Sequence[Utterance], workers: int, env: D.DistEnv,
+                  log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, np.ndarray], List[Tuple[str, str]]]:
+    """Raw features by path for every readable utterance, plus ``(path, reason)`` for the rest.
     Each rank extracts a shard (with ``workers`` processes) and the shards are gathered."""
-    kept, skipped = store.load(list(utts)[env.rank::env.world_size], workers=workers)
+    progress = extraction_progress(log) if log is not None and env.is_main else None
+    kept, skipped = store.load(list(utts)[env.rank::env.world_size], workers=workers, progress=progress)
     local = ({u.path: store.features(u) for u in kept}, [(u.path, why) for u, why in skipped])
     feats: Dict[str, np.ndarray] = {}
     bad: List[Tuple[str, str]] = []
@@ -123,7 +133,7 @@ def prepare(cfg: TrainConfig, env: D.DistEnv, log: Callable[[str], None],
     raw_cfg = cfg.feature_config()
     if store is None or store.cfg != raw_cfg:
         store = FeatureStore(raw_cfg, cfg.cache_dir)
-    raw, skipped = load_features(store, utts, cfg.workers, env)
+    raw, skipped = load_features(store, utts, cfg.workers, env, log)
     for _path, why in skipped:
         log(f"skipping unusable file: {why}")
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -164,42 +164,49 @@ class FeatureStore:
         self._feats[path] = feats
         self.stats["disk" if from_cache else "computed"] += 1
 
-    def load(self, utts: Iterable[Utterance], workers: int = 1) -> Tuple[List[Utterance], Skipped]:
+    def load(self, utts: Iterable[Utterance], workers: int = 1,
+             progress: Optional[Callable[[int, int], None]] = None) -> Tuple[List[Utterance], Skipped]:
         """Compute (or fetch) features for every utterance. ``-> (kept, [(utt, reason), ...])``.
 
         Unreadable or corrupt audio is reported in the second list, never raised. ``workers > 1``
         extracts in a spawn-context process pool (safe next to torch's threads, same on every
         OS) and fills the disk cache from the workers; as with any spawn pool, a script calling
-        it needs an ``if __name__ == "__main__":`` guard.
+        it needs an ``if __name__ == "__main__":`` guard. ``progress(done, total)`` is called
+        after each file that was not already in memory.
         """
         utts = list(utts)
         todo = sorted({u.path for u in utts} - set(self._feats))
-        errors = self._load_parallel(todo, workers) if workers > 1 and len(todo) > 1 else self._load_serial(todo)
+        tick = (lambda i: progress(i, len(todo))) if progress is not None else (lambda i: None)
+        errors = (self._load_parallel(todo, workers, tick) if workers > 1 and len(todo) > 1
+                  else self._load_serial(todo, tick))
         kept = [u for u in utts if u.path in self._feats]
         skipped = [(u, errors[u.path]) for u in utts if u.path in errors]
         return kept, skipped
 
-    def _load_serial(self, paths: List[str]) -> Dict[str, str]:
+    def _load_serial(self, paths: List[str], tick: Callable[[int], None]) -> Dict[str, str]:
         """Extract in this process. ``-> {path: error message}`` for failures."""
         errors = {}
-        for path in paths:
+        for i, path in enumerate(paths, 1):
             try:
                 self._remember(path, *compute_features(path, self.cfg, self.cache_dir))
             except AudioError as e:
                 errors[path] = str(e)
+            tick(i)
         return errors
 
-    def _load_parallel(self, paths: List[str], workers: int) -> Dict[str, str]:
+    def _load_parallel(self, paths: List[str], workers: int, tick: Callable[[int], None]) -> Dict[str, str]:
         """Extract in ``workers`` processes. ``-> {path: error message}`` for failures."""
         jobs = [(p, self.cfg.to_json(), self.cache_dir) for p in paths]
         n = min(workers, len(jobs))
         errors = {}
         with multiprocessing.get_context("spawn").Pool(n) as pool:
-            for path, feats, hit, err in pool.imap_unordered(_worker, jobs, chunksize=max(1, len(jobs) // (8 * n))):
+            results = pool.imap_unordered(_worker, jobs, chunksize=max(1, len(jobs) // (8 * n)))
+            for i, (path, feats, hit, err) in enumerate(results, 1):
                 if feats is None:
                     errors[path] = err
                 else:
                     self._remember(path, feats, hit)
+                tick(i)
         return errors
 
 
