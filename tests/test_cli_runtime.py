@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from ser_edge.runtime import Recognizer
 from ser_edge.runtime.audio import write_wav
@@ -47,17 +48,6 @@ def wavs(tmp_path, speechlike):
     return tmp_path
 
 
-def run_cli(capsys, *args):
-    """-> (exit code, stdout, stderr) of ``ser-edge ARGS``."""
-    from ser_edge.cli.main import main
-
-    try:
-        main(list(map(str, args)))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_predict_text_output(capsys, models, wavs):

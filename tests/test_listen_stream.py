@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from ser_edge.runtime.audio import load_audio, resample, write_wav
 from ser_edge.runtime.sources import BlockResampler, wav_chunks
@@ -127,16 +128,6 @@ def test_listen_memory_does_not_grow_with_the_file(exported_models, tmp_path):
 
 # -- the command -----------------------------------------------------------------------------------
 
-def run_cli(capsys, *args):
-    from ser_edge.cli.main import main
-
-    try:
-        main(list(map(str, args)))
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_too_short_file_is_the_error_predict_gives(capsys, exported_models, tmp_path, speechlike):
