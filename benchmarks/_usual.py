@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ser_edge.models import ModelConfig, build_model
+from ser_edge.runtime.features import gain_normalise
 
 #: ``librosa.feature.mfcc(y=...)`` clamps its log-mel spectrogram to 80 dB below the peak.
 LIBROSA_TOP_DB = 80.0
@@ -37,23 +38,11 @@ def librosa_mfcc(y: np.ndarray, fc: Mapping[str, Any]) -> np.ndarray:
     return ref.T.astype(np.float32, copy=False)
 
 
-def gain_normalise(y: np.ndarray, sr: int, target_db: float) -> np.ndarray:
-    """The level normalisation a project with such a model writes by hand (librosa has none):
-    the RMS of the 10 ms blocks within 30 dB of the 95th-percentile block set to ``target_db``."""
-    block = int(round(0.01 * sr))
-    n = len(y) // block
-    power = np.mean(np.square(y[:n * block].astype(np.float64)).reshape(n, block), axis=1)
-    ref = np.percentile(power, 95)
-    level = power[power >= ref * 10 ** -3].mean() if ref > 0 else power.max()
-    if level <= 0:
-        return y
-    return y * 10 ** (min(target_db - 10 * np.log10(level), 80.0) / 20)
-
-
 def librosa_features(y: np.ndarray, fc: Mapping[str, Any]) -> np.ndarray:
-    """The model's whole feature set the usual way: level normalisation (if the model has it),
-    then librosa MFCC (or log-mel), ``librosa.feature.delta``, ``chroma_stft`` (tuning 0; frames
-    more than top_db below the loudest zeroed, as the model expects).
+    """The model's whole feature set the usual way: level normalisation (if the model has it;
+    librosa has none, so this side calls the runtime's ``gain_normalise`` too), then librosa MFCC
+    (or log-mel), ``librosa.feature.delta``, ``chroma_stft`` (tuning 0; frames more than top_db
+    below the loudest zeroed, as the model expects).
     ``(n_samples,) -> (n_frames, n_features) float32`` (raw, not normalised)."""
     if fc.get("gain_norm_db") is not None:
         y = gain_normalise(y, fc["sample_rate"], fc["gain_norm_db"])

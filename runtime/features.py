@@ -658,15 +658,21 @@ def gate_chroma(chroma: np.ndarray, mel: np.ndarray, top_db: Optional[float]) ->
     return np.where((frame_db >= frame_db.max() - top_db)[:, None], chroma, 0.0)
 
 
-def base_from_power(power: np.ndarray, cfg: FeatureConfig, mel: Optional[np.ndarray] = None) -> np.ndarray:
-    """MFCC or log-mel (dB, ``top_db``-clamped) from a power spectrogram (or its mel projection,
-    when already computed). ``(n_frames, n_fft // 2 + 1) -> (n_frames, base_dim) float64``."""
-    if mel is None:
-        mel = mel_power(power, cfg)
+def features_from_mel(mel: np.ndarray, chroma: Optional[np.ndarray], cfg: FeatureConfig,
+                      clamp_ref: Optional[float] = None) -> np.ndarray:
+    """Un-normalised model features from the mel power (and chroma) of consecutive frames: dB
+    (floored at 1e-10), ``top_db`` clamp relative to ``clamp_ref`` dB (default: the loudest value
+    of ``mel``), DCT for base "mfcc", deltas, chroma gated by :func:`gate_chroma`. The one
+    assembly step of :func:`raw_features` (a whole clip) and of the stream front end (cached
+    frames). ``mel (n, n_mels)``, ``chroma (n, n_chroma)`` -> ``(n, n_features) float32``."""
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     if cfg.top_db is not None:
-        db = np.maximum(db, db.max() - cfg.top_db)
-    return db @ dct_matrix(cfg.n_mfcc, cfg.n_mels).T if cfg.base == "mfcc" else db
+        db = np.maximum(db, (db.max() if clamp_ref is None else clamp_ref) - cfg.top_db)
+    base = db @ dct_matrix(cfg.n_mfcc, cfg.n_mels).T if cfg.base == "mfcc" else db
+    parts = [base] + [delta(base, k, cfg.delta_width) for k in range(1, cfg.deltas + 1)]
+    if cfg.n_chroma and chroma is not None:
+        parts.append(gate_chroma(chroma, mel, cfg.top_db))
+    return (np.concatenate(parts, axis=1) if len(parts) > 1 else base).astype(np.float32)
 
 
 def mel_power(power: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -687,12 +693,8 @@ def raw_features(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     if cfg.base == "mfcc" and not cfg.deltas and not cfg.n_chroma:
         return mfcc(y, cfg)
     power = power_spectrogram(y, cfg)
-    mel = mel_power(power, cfg)
-    base = base_from_power(power, cfg, mel)
-    parts = [base] + [delta(base, k, cfg.delta_width) for k in range(1, cfg.deltas + 1)]
-    if cfg.n_chroma:
-        parts.append(gate_chroma(chroma_from_power(power, cfg), mel, cfg.top_db))
-    return np.concatenate(parts, axis=1).astype(np.float32)
+    chroma = chroma_from_power(power, cfg) if cfg.n_chroma else None
+    return features_from_mel(mel_power(power, cfg), chroma, cfg)
 
 
 def extract(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

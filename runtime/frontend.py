@@ -36,10 +36,8 @@ from .features import (
     FeatureConfig,
     active_level,
     chroma_from_power,
-    dct_matrix,
-    delta,
-    gate_chroma,
-    mel_filterbank,
+    features_from_mel,
+    mel_power,
     normalise,
     power_spectrogram,
 )
@@ -79,8 +77,6 @@ class FrameCache:
         self.capacity = int(capacity)
         self.mel = np.zeros((self.capacity, cfg.n_mels))
         self.chroma = np.zeros((self.capacity, cfg.n_chroma))
-        #: ``(n_fft // 2 + 1, n_mels)``: power spectra ``@ mel_basis`` = mel power
-        self.mel_basis = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.f_max).T
         self.reset()
 
     def reset(self) -> None:
@@ -108,7 +104,7 @@ class FrameCache:
             cfg, hl = self.cfg, self.cfg.hop_length
             power = frame_power(self._audio, f0 - self._start // hl, f1 - f0, cfg)
             idx = np.arange(f0, f1) % self.capacity
-            self.mel[idx] = power @ self.mel_basis
+            self.mel[idx] = mel_power(power, cfg)
             if cfg.n_chroma:
                 self.chroma[idx] = chroma_from_power(power, cfg)
             self.n_frames = f1
@@ -144,15 +140,7 @@ def assemble(mel: np.ndarray, chroma: Optional[np.ndarray], cfg: FeatureConfig, 
     (relative to ``clamp_ref`` dB, default the loudest value of ``mel``), DCT (base "mfcc"),
     deltas over these frames, chroma, normalisation (with ``stats``, an adapted speaker's
     ``(mean, std)``, when given). ``(n, n_mels) -> (n, n_features) float32``."""
-    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
-    if cfg.top_db is not None:
-        db = np.maximum(db, (db.max() if clamp_ref is None else clamp_ref) - cfg.top_db)
-    base = db @ dct_matrix(cfg.n_mfcc, cfg.n_mels).T if cfg.base == "mfcc" else db
-    parts = [base] + [delta(base, k, cfg.delta_width) for k in range(1, cfg.deltas + 1)]
-    if cfg.n_chroma and chroma is not None:
-        parts.append(gate_chroma(chroma, mel, cfg.top_db))
-    feats = np.concatenate(parts, axis=1) if len(parts) > 1 else base
-    return normalise(feats.astype(np.float32), cfg, stats)
+    return normalise(features_from_mel(mel, chroma, cfg, clamp_ref), cfg, stats)
 
 
 def window_features(cache: FrameCache, y: np.ndarray, start: int, cfg: FeatureConfig,
@@ -174,7 +162,7 @@ def window_features(cache: FrameCache, y: np.ndarray, start: int, cfg: FeatureCo
     for a, b in ((0, left), (right, n)):
         if b > a:
             power = frame_power(y, a, b - a, cfg)
-            mel[a:b] = power @ cache.mel_basis
+            mel[a:b] = mel_power(power, cfg)
             if cfg.n_chroma:
                 chroma[a:b] = chroma_from_power(power, cfg)
     return assemble(mel * window_gain(y, cfg), chroma, cfg, stats=stats)

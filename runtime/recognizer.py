@@ -38,7 +38,7 @@ from .audio import MIN_DURATION_S as MIN_DURATION_S  # re-exported (stream.py, c
 from .audio import SILENCE_PEAK as SILENCE_PEAK  # re-exported
 from .backends import Backend, load_backend
 from .errors import SerEdgeError
-from .features import FeatureConfig, RunningStats, extract, normalise, pad_batch, raw_features
+from .features import FeatureConfig, RunningStats, normalise, pad_batch, raw_features
 from .metadata import ModelMetadata
 
 if TYPE_CHECKING:  # stream.py imports this module
@@ -185,8 +185,6 @@ class Recognizer:
     def features(self, y: np.ndarray) -> np.ndarray:
         """``(n,) float32`` at the model rate -> ``(n_frames, n_features) float32`` model input
         (normalised with the adapted speaker's statistics after :meth:`adapt`)."""
-        if self.speaker_stats is None:
-            return extract(y, self.feature_config)
         return normalise(raw_features(y, self.feature_config), self.feature_config, self.speaker_stats)
 
     def adapt(self, audios: Sequence[Audio], sample_rate: Optional[int] = None) -> None:

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
-from .features import chroma_from_power
+from .features import chroma_from_power, mel_power
 from .frontend import FrameCache, assemble, causal_support, frame_power, frames_per_side, window_features
 from .metadata import MetadataError
 from .recognizer import MIN_DURATION_S, SILENCE_PEAK, Prediction, as_mono_float, make_prediction, softmax, timing_dict
@@ -354,7 +354,7 @@ class Stream:
         a = max((first - frames_per_side(cfg)) * hl, -(-start // hl) * hl)  # on the frame grid
         power = frame_power(y[a - start:], first - a // hl, count, cfg)
         chroma = chroma_from_power(power, cfg) if cfg.n_chroma else np.zeros((count, 0))
-        feats = self._causal(power @ self._frames.mel_basis, chroma, first)
+        feats = self._causal(mel_power(power, cfg), chroma, first)
         t1 = time.perf_counter()
         state = (self._state[0][:, i:i + 1], self._state[1][:, i:i + 1])
         logits, _ = self._steps.step(feats[None], state)
