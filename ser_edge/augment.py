@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ser_edge.robustness import play_at
 from ser_edge.runtime.audio import resample
 
 #: Items sorted by length within groups of this many batches (less padding, still shuffled).
@@ -76,9 +77,7 @@ def augment_waveform(y: np.ndarray, sample_rate: int, rng: np.random.Generator,
     power = float(np.mean(np.square(y, dtype=np.float64)))
     snr = float(rng.uniform(*snr_db))
     noise = rng.standard_normal(len(y)) * math.sqrt(power / 10.0 ** (snr / 10.0))
-    gain = 10.0 ** (float(rng.uniform(*gain_db)) / 20.0)
-    pcm = np.clip(np.round((y + noise) * (gain * 32768.0)), -32768.0, 32767.0)
-    return (pcm / 32768.0).astype(np.float32)
+    return play_at(y + noise, float(rng.uniform(*gain_db)))
 
 
 def random_crop(feats: np.ndarray, max_frames: Optional[int], rng: np.random.Generator) -> np.ndarray:

@@ -21,8 +21,9 @@ from ser_edge.runtime.recognizer import Recognizer
 
 
 def play_at(y: np.ndarray, gain_db: float) -> np.ndarray:
-    """``y`` scaled by ``gain_db`` as 16-bit PCM would carry it (rounded, clipped).
-    ``(n,) float32 -> (n,) float32``."""
+    """``y`` scaled by ``gain_db`` as 16-bit PCM would carry it (rounded, clipped): what a level
+    change does to a real recording (also the gain augmentation of :mod:`ser_edge.augment`).
+    ``(n,) float -> (n,) float32``."""
     scaled = np.asarray(y, dtype=np.float64) * 10.0 ** (gain_db / 20.0)
     pcm = np.clip(np.round(scaled * 32768.0), -32768, 32767)
     return (pcm / 32768.0).astype(np.float32)
