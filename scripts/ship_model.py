@@ -2,7 +2,8 @@
 
     python scripts/ship_model.py --run RUN_DIR --export EXPORT_DIR --cv CV_DIR \\
         [--baseline "NAME=CV_DIR" ...] [--tried "NAME=CV_DIR" ...] [--levels LEVELS_JSON]
-        [--heldout-levels "NAME=LEVELS_JSON" ...] [--commands COMMANDS_JSON] [--name ser-edge-ravdess]
+        [--heldout-levels "NAME=LEVELS_JSON" ...] [--heldout-conditions "NAME=CONDITIONS_JSON" ...]
+        [--commands COMMANDS_JSON] [--name ser-edge-ravdess]
 
 RUN_DIR: the `ser-edge train` run that produced the shipped weights (best.pt, history.json);
 EXPORT_DIR: its `ser-edge export --quantize` output (parity.json and the artifacts);
@@ -11,6 +12,8 @@ CV_DIR: `ser-edge cv` of the same recipe (cv.json, cv_confusion.png) = the expec
 --tried: variants of the shipped recipe cross-validated while choosing it (same harness);
 --levels: `scripts/levels.py` output (level robustness of the exported int8 model);
 --heldout-levels: the same check on fold models and their own held-out actors;
+--heldout-conditions: `scripts/conditions.py` output (other recording chains) of fold models on their
+    own held-out actors;
 --commands: {"step": "command"} exactly as run, for the Reproduce section.
 Every number in the card is read from those files; nothing is typed by hand. Files are written
 atomically.
@@ -48,8 +51,14 @@ ANCHORS = [
 
 
 def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
+
+
+def _slug(label: str) -> str:
+    """A file name for a table row's label."""
+    return "-".join("".join(c if c.isalnum() else " " for c in label.lower()).split())[:60]
 
 
 def _pct(x: float) -> str:
@@ -76,7 +85,8 @@ def _paired(cv: dict, other: dict) -> str:
 
 def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, baselines: Dict[str, dict],
                levels: Optional[dict], commands: Dict[str, str], tried: Optional[Dict[str, dict]] = None,
-               heldout_levels: Optional[Dict[str, dict]] = None) -> str:
+               heldout_levels: Optional[Dict[str, dict]] = None,
+               heldout_conditions: Optional[Dict[str, dict]] = None) -> str:
     extra = ckpt["extra"]
     cfg = extra["train_config"]
     fcfg = ckpt["feature_config"]
@@ -94,6 +104,9 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
     aug = (f"waveform augmentation (p = {cfg['augment_prob']}): gain {cfg['gain_db']} dB and white noise"
            f" {cfg['noise_snr_db']} dB SNR through 16-bit PCM, speed {cfg['speed_range']}"
            if cfg["augment"] else "waveform augmentation off")
+    if cfg.get("copies"):
+        aug += (f"; cached training copies of every clip ({', '.join(cfg['copies'])}: speed factor, coloured"
+                " noise SNR in dB), each epoch an item being the clip or one copy, uniformly")
     lines = [
         f"# Model card: `{name}`",
         "",
@@ -194,6 +207,19 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
         for n, lv in heldout_levels.items():
             g = lv["by_gain"]
             lines.append(f"| {n} | {lv['n']} | {_pct(g['-20 dB']['agreement'])} | {_pct(g['+12 dB']['agreement'])} |")
+    if heldout_conditions:
+        first = next(iter(heldout_conditions.values()))
+        names = list(first["conditions"])
+        lines += ["", "## Other recording chains", "",
+                  "Other corpora differ from RAVDESS in microphone, band, noise and room. Each recipe's fold-1 model"
+                  f" on its own held-out actors ({first['n']} clips), each clip played through another chain"
+                  " (`scripts/conditions.py`, `ser_edge.robustness.CONDITIONS`): UAR / same top-1 as the clean"
+                  " clip / largest share of one class among the predictions (1.0 = collapsed onto one class).", "",
+                  "| model | clean UAR | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
+        for n, c in heldout_conditions.items():
+            cells = [f"{r['uar']:.2f} / {_pct(r['agreement'])} / {r['max_share']:.2f}"
+                     for r in (c["conditions"][k] for k in names)]
+            lines.append(f"| {n} | {c['clean']['uar']:.3f} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Files, size, parity",
@@ -225,6 +251,7 @@ def main() -> None:
     ap.add_argument("--tried", action="append", default=[])
     ap.add_argument("--levels", type=Path, default=None)
     ap.add_argument("--heldout-levels", action="append", default=[])
+    ap.add_argument("--heldout-conditions", action="append", default=[])
     ap.add_argument("--commands", type=Path, default=None)
     ap.add_argument("--name", default="ser-edge-ravdess")
     ap.add_argument("--out", type=Path, default=REPO / "models")
@@ -247,6 +274,10 @@ def main() -> None:
     for spec in args.heldout_levels:
         label, _, path = spec.partition("=")
         heldout[label] = json.loads(Path(path).read_text())
+    conditions: Dict[str, dict] = {}
+    for spec in args.heldout_conditions:
+        label, _, path = spec.partition("=")
+        conditions[label] = json.loads(Path(path).read_text())
     levels = json.loads(args.levels.read_text()) if args.levels else None
     commands = json.loads(args.commands.read_text()) if args.commands else {}
     for src, suffix in SHIP.items():
@@ -256,8 +287,13 @@ def main() -> None:
     _copy(args.cv / "cv_confusion.png", args.out / f"{args.name}.confusion.png")
     _copy(args.export / "parity.json", args.out / f"{args.name}.parity.json")
     _copy(args.cv / "cv.json", args.out / "cv.json")
+    # every compared CV beside it (a few kB each), so the card can be rebuilt after runs/ is gone
+    for spec in args.baseline + args.tried:
+        label, _, path = spec.partition("=")
+        _copy(Path(path) / "cv.json", args.out / "cv" / f"{_slug(label)}.json")
     atomic_write_text(args.out / "MODEL_CARD.md",
-                      model_card(args.name, ckpt, history, parity, cv, baselines, levels, commands, tried, heldout))
+                      model_card(args.name, ckpt, history, parity, cv, baselines, levels, commands, tried, heldout,
+                                 conditions))
     print(f"shipped {args.name} to {args.out}: CV UAR {cv['uar_mean']:.3f} +- {cv['uar_std']:.3f}")
     os.sync()
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+from ser_edge.augment import parse_copy
 from ser_edge.data.corpora import CORPORA
 from ser_edge.model_config import ARCHITECTURES, ModelConfig
 from ser_edge.runtime.errors import SerEdgeError
@@ -73,7 +74,8 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dat
     ``lo``/``hi``: inclusive bounds (``lo_open``: exclusive lower bound); ``choices``: allowed
     strings; ``cli``: option names (default ``--field-name``; an empty tuple hides the field from
     the CLI); ``kind``: how a CLI string becomes the value for tuple fields: ``"csv"`` (names) or
-    ``"range"`` (two numbers ``lo,hi``) or ``"ratios"`` (three numbers)."""
+    ``"range"`` (two numbers ``lo,hi``), ``"ratios"`` (three numbers) or ``"specs"`` (strings, possibly
+    none)."""
     meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "choices": tuple(choices) if choices else None,
             "cli": tuple(cli) if cli is not None else None, "kind": kind}
     if factory is not dataclasses.MISSING:
@@ -127,6 +129,11 @@ class TrainConfig:
                                                 kind="range")
     speed_range: Tuple[float, float] = setting((0.9, 1.1), help="Speed perturbation range, e.g. 0.9,1.1.",
                                                kind="range")
+    copies: Tuple[str, ...] = setting(
+        ("speed:0.9", "speed:1.1", "noise:15", "noise:30"), kind="specs",
+        help="Fixed perturbed copies of every training clip, e.g. speed:0.9,speed:1.1,noise:20 (speed factor; "
+             "coloured noise at an SNR in dB): their features are extracted once and cached; each epoch an item "
+             "is the clip or one of its copies, uniformly; none = no copies.")
     spec_augment: int = setting(0, help="SpecAugment: time and feature masks per training item (0 = off).",
                                 lo=0, hi=8)
     mixup: float = setting(0.4, help="Mixup Beta(alpha, alpha) on feature batches (0 = off).", lo=0.0, hi=10.0)
@@ -159,6 +166,10 @@ class TrainConfig:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if value is not None:
                 setattr(self, name, tuple(str(v) for v in value) or None)
+        if isinstance(self.copies, str):
+            self.copies = tuple(v.strip() for v in self.copies.split(",") if v.strip())
+        elif self.copies is None or isinstance(self.copies, list):
+            self.copies = tuple(self.copies or ())
         for name in ("gain_db", "noise_snr_db", "speed_range", "ratios"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
@@ -191,6 +202,7 @@ class TrainConfig:
                 out.append("speed_range must satisfy 0.5 <= low <= high <= 2")
             if min(self.ratios) < 0 or self.ratios[0] <= 0:
                 out.append("ratios must be non-negative with a positive training share")
+        out.extend(_copy_problems(self.copies))
         if 0 < self.max_frames < 10:
             out.append("max_frames must be >= 10 (or 0 for no crop)")
         if self.device == "cuda":
@@ -250,6 +262,21 @@ class TrainConfig:
         return merge(self, route_flat(kw))
 
 
+def _copy_problems(copies: Any) -> List[str]:
+    """Why ``copies`` (``TrainConfig.copies``) is unusable, if it is."""
+    if not isinstance(copies, tuple) or not all(isinstance(c, str) for c in copies):
+        return [f"copies must be a list of strings like speed:0.9 or noise:20, got {copies!r}"]
+    out = []
+    for c in copies:
+        try:
+            parse_copy(c)
+        except ValueError as e:
+            out.append(str(e))
+    if len(set(copies)) != len(copies):
+        out.append("copies must not repeat a copy")
+    return out
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -298,17 +325,25 @@ MODEL_ALIASES = {"hidden": "hidden_size", "layers": "num_layers"}
 #: FeatureConfig fields a training run may set (mean/std are fitted, schema is the runtime's).
 FEATURE_KEYS = tuple(f.name for f in dataclasses.fields(FeatureConfig)
                      if f.name not in ("mean", "std", "schema_version"))
+#: FeatureConfig fields that may be off (None; ``"none"`` in a recipe).
+OPTIONAL_FEATURES = ("fmax", "top_db", "gain_norm_db")
+#: TrainConfig fields that describe a run's place and machine, not its recipe.
+INFRA_KEYS = ("data", "root", "out_dir", "labels", "ratios", "test_speakers", "val_speakers", "cache_dir",
+              "workers", "threads", "device", "checkpoint_every", "resume", "overwrite", "progress")
 #: ModelConfig fields a training run may set (n_features/n_classes come from the data).
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("n_features", "n_classes"))
 
 
 def feature_config(d: Mapping[str, Any]) -> FeatureConfig:
-    """A raw :class:`FeatureConfig` from recipe/CLI values. Raises :class:`TrainError`."""
+    """A raw :class:`FeatureConfig` from recipe/CLI values (``"none"`` for an optional value that
+    is off: TOML has no null). Raises :class:`TrainError`."""
     unknown = sorted(set(d) - set(FEATURE_KEYS) - {"schema_version"})
     if unknown:
         raise TrainError(f"unknown feature settings: {', '.join(unknown)} (known: {', '.join(FEATURE_KEYS)})")
+    none = {k for k, v in d.items() if k in OPTIONAL_FEATURES and isinstance(v, str) and v.lower() == "none"}
     try:
-        return FeatureConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        return FeatureConfig(**{k: (None if k in none else tuple(v) if isinstance(v, list) else v)
+                                for k, v in d.items()})
     except (FeatureConfigError, TypeError) as e:
         raise TrainError(f"invalid feature settings: {e}") from None
 
@@ -413,7 +448,8 @@ def build_config(recipe: Optional[str] = None, **flat: Any) -> TrainConfig:
 def describe(cfg: TrainConfig) -> str:
     """A recipe-shaped TOML rendering of ``cfg`` (for logs, model cards and ``--print-config``)."""
     d = cfg.to_dict()
-    lines = ["[features]"] + [f"{k} = {_toml_value(v)}" for k, v in d["features"].items() if v is not None]
+    lines = ["[features]"] + [f"{k} = {_toml_value('none' if v is None else v)}" for k, v in d["features"].items()
+                              if v is not None or k in OPTIONAL_FEATURES]
     lines += ["", "[model]"] + [f"{k} = {_toml_value(v)}" for k, v in d["model"].items()]
     lines += ["", "[train]"] + [f"{k} = {_toml_value(v)}" for k, v in d.items()
                                 if k not in ("features", "model") and v is not None]
@@ -432,4 +468,5 @@ def _toml_value(v: Any) -> str:
 
 __all__ = ["TrainConfig", "TrainError", "setting", "build_config", "load_recipe", "recipe_names", "recipe_path",
            "merge", "route_flat", "describe", "feature_config", "model_config", "RESUMABLE_CHANGES", "BASES",
+           "OPTIONAL_FEATURES", "INFRA_KEYS",
            "ARCHITECTURES"]

@@ -38,6 +38,9 @@ class SplitData:
     utts: List[Utterance]
     feats: List[np.ndarray]
     targets: np.ndarray  # (n,) int64
+    #: normalised features of the training copies (``TrainConfig.copies``), one list per copy,
+    #: aligned with ``utts``
+    copies: List[List[np.ndarray]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -86,12 +89,15 @@ def extraction_progress(log: Callable[[str], None]) -> Callable[[int, int], None
 
 
 def load_features(store: FeatureStore, utts: Sequence[Utterance], workers: int, env: D.DistEnv,
-                  log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[str, np.ndarray], List[Tuple[str, str]]]:
-    """Raw features by path for every readable utterance, plus ``(path, reason)`` for the rest.
-    Each rank extracts a shard (with ``workers`` processes) and the shards are gathered."""
+                  log: Optional[Callable[[str], None]] = None,
+                  copy: str = "") -> Tuple[Dict[str, np.ndarray], List[Tuple[str, str]]]:
+    """Raw features by path for every readable utterance (or its training copy ``copy``), plus
+    ``(path, reason)`` for the rest. Each rank extracts a shard (with ``workers`` processes) and
+    the shards are gathered."""
     progress = extraction_progress(log) if log is not None and env.is_main else None
-    kept, skipped = store.load(list(utts)[env.rank::env.world_size], workers=workers, progress=progress)
-    local = ({u.path: store.features(u) for u in kept}, [(u.path, why) for u, why in skipped])
+    kept, skipped = store.load(list(utts)[env.rank::env.world_size], workers=workers, progress=progress,
+                               copy=copy)
+    local = ({u.path: store.features(u, copy) for u in kept}, [(u.path, why) for u, why in skipped])
     feats: Dict[str, np.ndarray] = {}
     bad: List[Tuple[str, str]] = []
     for part_feats, part_bad in D.all_gather_objects(env, local):
@@ -154,7 +160,10 @@ def prepare(cfg: TrainConfig, env: D.DistEnv, log: Callable[[str], None],
         return SplitData(kept, [normalise(raw[u.path], fcfg, spk_stats.get(u.speaker)) for u in kept],
                          np.array([index[u.label] for u in kept], dtype=np.int64))
 
-    data = Prepared(labels, raw_cfg, fcfg, part(split.train), part(split.val), part(split.test),
+    train = part(split.train)
+    train.copies = training_copies(store, train.utts, cfg, env,
+                                lambda u, raw: normalise(raw, fcfg, spk_stats.get(u.speaker)), log)
+    data = Prepared(labels, raw_cfg, fcfg, train, part(split.val), part(split.test),
                     split.speakers(), skipped, store, spk_stats)
     empty = [lab for lab, n in zip(labels, np.bincount(data.train.targets, minlength=len(labels))) if n == 0]
     if empty:
@@ -165,6 +174,24 @@ def prepare(cfg: TrainConfig, env: D.DistEnv, log: Callable[[str], None],
     return data
 
 
+def training_copies(store: FeatureStore, utts: Sequence[Utterance], cfg: TrainConfig, env: D.DistEnv,
+                    norm: Callable[[Utterance, np.ndarray], np.ndarray],
+                    log: Callable[[str], None]) -> List[List[np.ndarray]]:
+    """Normalised features of each of ``cfg.copies`` for the training ``utts``
+    (``[copy][item] (t, n_features) float32``), extracted once through the store's cache.
+    Normalisation statistics stay those of the clips themselves: a copy is augmentation, not data
+    the model is described by."""
+    out = []
+    for copy in cfg.copies:
+        if env.is_main:
+            log(f"features: training copies {copy}")
+        raw, bad = load_features(store, utts, cfg.workers, env, log, copy=copy)
+        if bad:  # a clip that loads should give its copies too; if not, say which
+            raise DataError(f"training copy {copy} failed: {bad[0][1]}")
+        out.append([norm(u, raw[u.path]) for u in utts])
+    return out
+
+
 def class_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
     """Inverse-frequency weights ``(n_classes,) float32``, 1 on average over items:
     ``w_c = n / (k * n_c)``."""
@@ -172,4 +199,4 @@ def class_weights(targets: np.ndarray, n_classes: int) -> np.ndarray:
     return (len(targets) / (n_classes * np.maximum(counts, 1))).astype(np.float32)
 
 
-__all__ = ["SplitData", "Prepared", "choose_labels", "load_features", "prepare", "class_weights"]
+__all__ = ["SplitData", "Prepared", "choose_labels", "load_features", "prepare", "class_weights", "training_copies"]

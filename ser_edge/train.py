@@ -86,11 +86,15 @@ class TrainResult:
 
 
 def training_item(data: Prepared, i: int, epoch: int, cfg: TrainConfig) -> np.ndarray:
-    """Training features of item ``i`` in ``epoch``: clean (cached) or augmented (recomputed
-    with the runtime's one feature implementation), randomly cropped, SpecAugment-masked.
+    """Training features of item ``i`` in ``epoch``: the clip or one of its copies (cached) or
+    augmented (recomputed with the runtime's one feature implementation), randomly cropped,
+    SpecAugment-masked.
     A pure function of ``(seed, epoch, i)``. ``-> (t, n_features) float32``."""
     rng = np.random.default_rng([cfg.seed, epoch, STREAM_ITEM, i])
     feats = data.train.feats[i]
+    if data.train.copies:  # the clip or one of its cached copies, uniformly
+        k = int(rng.integers(0, len(data.train.copies) + 1))
+        feats = data.train.copies[k - 1][i] if k else feats
     if cfg.augment and rng.random() < cfg.augment_prob:
         y = data.store.waveform(data.train.utts[i])
         y = augment_waveform(y, data.raw_cfg.sample_rate, rng, cfg.noise_snr_db, cfg.speed_range, cfg.gain_db)

@@ -118,3 +118,26 @@ def test_print_config_shows_the_resolved_recipe():
                            "--print-config"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert 'arch = "res_lstm_att"' in proc.stdout and "epochs = 5" in proc.stdout
+
+
+@pytest.mark.parametrize("name", [n for n in recipe_names() if n != "default"])
+def test_baseline_recipes_list_every_setting(name):
+    """A baseline recipe must not move when ser-edge's defaults (the shipped recipe) change: it
+    names every feature, model and training setting itself."""
+    from ser_edge.config import FEATURE_KEYS, INFRA_KEYS, MODEL_KEYS
+
+    recipe = load_recipe(name)
+    assert set(recipe["features"]) >= set(FEATURE_KEYS)
+    assert set(recipe["model"]) >= set(MODEL_KEYS)
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - set(INFRA_KEYS) - {"features", "model"}
+    assert set(recipe) - {"features", "model"} >= train_keys
+
+
+def test_none_switches_an_optional_feature_off_and_round_trips(tmp_path):
+    cfg = build_config("reslstm-sa")
+    assert cfg.features.gain_norm_db is None and cfg.features.top_db == 80.0
+    assert build_config("default", gain_norm_db="none").features.gain_norm_db is None
+    path = tmp_path / "r.toml"
+    path.write_text(describe(build_config("default", gain_norm_db="none", top_db="none")))
+    again = merge(TrainConfig(), load_recipe(str(path)))
+    assert again.features.gain_norm_db is None and again.features.top_db is None

@@ -52,7 +52,8 @@ def tiny(corpus: str, out, cache: str, **overrides) -> TrainConfig:
     cfg = dict(data="manifest", root=corpus, out_dir=str(out), arch="lstm", hidden=16, layers=2, dropout=0.2,
                epochs=3, batch_size=8, lr=0.01, ratios=(2, 1, 1), seed=0, cache_dir=cache, progress=False,
                max_frames=120, augment=True, augment_prob=0.5, select="best", mixup=0.0, n_mfcc=40, n_chroma=0,
-               n_fft=512, win_length=400, hop_length=160, window="hamming", n_mels=40, gain_norm_db=None)
+               n_fft=512, win_length=400, hop_length=160, window="hamming", n_mels=40, gain_norm_db=None,
+               copies=())
     cfg.update(overrides)
     return TrainConfig.from_flat(**cfg)
 
@@ -559,3 +560,61 @@ def test_gain_augmentation_goes_through_16_bit_pcm():
     quiet = augment_waveform(y, sr, rng, snr_db=(200.0, 200.0), speed_range=(1.0, 1.0), gain_db=(-60.0, -60.0))
     np.testing.assert_array_equal(quiet * 32768, np.round(quiet * 32768))  # on the 16-bit grid
     assert len(np.unique(quiet)) <= 33  # 0.5 at -60 dB is ~16 LSB: a coarse staircase
+
+
+# ---------------------------------------------------------------------------------------
+# cached training copies
+# ---------------------------------------------------------------------------------------
+
+def test_copies_are_deterministic_and_what_they_say():
+    from ser_edge.augment import parse_copy, perturb_copy
+
+    sr = 16000
+    y = (0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    fast = perturb_copy(y, sr, "speed:1.1", "a.wav")
+    assert len(fast) == pytest.approx(sr / 1.1, abs=2)
+    spec = np.abs(np.fft.rfft(fast * np.hanning(len(fast))))
+    assert np.fft.rfftfreq(len(fast), 1 / sr)[spec.argmax()] == pytest.approx(242, abs=2)
+    noisy = perturb_copy(y, sr, "noise:20", "a.wav")
+    snr = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean((noisy - y).astype(np.float64) ** 2))
+    assert snr == pytest.approx(20.0, abs=0.01)
+    np.testing.assert_array_equal(noisy, perturb_copy(y, sr, "noise:20", "a.wav"))  # cacheable
+    assert not np.array_equal(noisy, perturb_copy(y, sr, "noise:20", "b.wav"))  # other clip, other noise
+    assert parse_copy("noise:-5") == ("noise", -5.0)
+    for bad in ("speed:1", "speed:3", "noise", "echo:3", "noise:x", "noise:nan"):
+        with pytest.raises(ValueError, match=r"copy"):
+            parse_copy(bad)
+
+
+def test_copies_config_validation():
+    assert TrainConfig(root="x", copies="speed:0.9, noise:20").copies == ("speed:0.9", "noise:20")
+    assert TrainConfig(root="x", copies=["speed:1.1"]).copies == ("speed:1.1",)
+    assert TrainConfig(root="x", copies=None).copies == ()
+    assert any("not 1" in p for p in TrainConfig(root="x", copies="speed:1").problems())
+    assert any("repeat" in p for p in TrainConfig(root="x", copies="noise:5,noise:5").problems())
+    assert any("list of strings" in p for p in TrainConfig(root="x", copies=(0.9,)).problems())
+
+
+SOLO = train_mod.D.DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
+
+
+def test_training_uses_cached_copies(corpus, tmp_path):
+    """Copies are extracted once (a second run reads them all from the cache), epochs draw both the
+    clips and their copies, and the normalisation statistics stay the clips' own."""
+    cache = str(tmp_path / "cache")
+    cfg = tiny(corpus, tmp_path / "a", cache, copies=("speed:0.9", "noise:10"), augment=False, epochs=1)
+    data = train_mod.prepare(cfg, SOLO, lambda s: None)
+    assert len(data.train.copies) == 2 and all(len(c) == len(data.train) for c in data.train.copies)
+    assert len(data.train.copies[0][0]) > len(data.train.feats[0])  # slower: more frames
+    plain = train_mod.prepare(cfg.replace(copies=()), SOLO, lambda s: None)
+    assert plain.cfg.mean == data.cfg.mean and plain.cfg.std == data.cfg.std
+    n = len(data.train)
+    drawn = {(int(len(train_mod.training_item(data, i, e, cfg)) != len(data.train.feats[i])) or
+              int(not np.array_equal(train_mod.training_item(data, i, e, cfg), data.train.feats[i])))
+             for i in range(n) for e in range(4)}
+    assert drawn == {0, 1}
+    files = len(os.listdir(cache))
+    again = FeatureStore(cfg.feature_config(), cache)
+    again.load(data.train.utts, copy="noise:10")
+    assert again.stats == {"disk": n, "computed": 0} and len(os.listdir(cache)) == files
+    train(cfg)  # and trains

@@ -134,6 +134,8 @@ def parse_value(name: str, value: Any) -> Any:
     parts = [v.strip() for v in value.split(",") if v.strip()]
     if kind == "csv":
         return tuple(parts) or None
+    if kind == "specs":  # a list that may be empty: "" or "none" = no items
+        return () if [p.lower() for p in parts] in ([], ["none"]) else tuple(parts)
     try:
         numbers = tuple(float(v) for v in parts)
     except ValueError:

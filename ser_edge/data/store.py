@@ -19,6 +19,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from ser_edge.augment import perturb_copy
 from ser_edge.runtime.audio import AudioError, check_waveform, load_clip, read_wav
 from ser_edge.runtime.features import FeatureConfig, raw_features
 from ser_edge.runtime.io import atomic_path
@@ -97,39 +98,50 @@ def _write_cached(file: str, feats: np.ndarray) -> None:
             np.save(f, feats, allow_pickle=False)
 
 
-def compute_features(path: str, cfg: FeatureConfig, cache_dir: Optional[str] = None) -> Tuple[np.ndarray, bool]:
-    """Raw features of one file via the disk cache. ``-> ((n_frames, n_features) float32, from_cache)``.
+def variant_key(cfg: FeatureConfig, copy: str = "") -> str:
+    """Cache-key config part of ``cfg`` for the cached training copy ``copy`` of a clip (see
+    :func:`~ser_edge.augment.perturb_copy`; ``""``: the clip itself, the key it always had)."""
+    return config_key(cfg) if not copy else json.dumps([config_key(cfg), "copy", copy])
+
+
+def compute_features(path: str, cfg: FeatureConfig, cache_dir: Optional[str] = None,
+                     copy: str = "") -> Tuple[np.ndarray, bool]:
+    """Raw features of one file (or of its training copy ``copy``, see
+    :func:`~ser_edge.augment.perturb_copy`) via the disk cache.
+    ``-> ((n_frames, n_features) float32, from_cache)``.
 
     Raises :class:`AudioError` for an unreadable, too short or silent file (the runtime's checks).
     """
-    file = os.path.join(cache_dir, cache_key(path, config_key(cfg)) + ".npy") if cache_dir else None
+    file = os.path.join(cache_dir, cache_key(path, variant_key(cfg, copy)) + ".npy") if cache_dir else None
     if file is not None:
         cached = _read_cached(file, cfg.n_features)
         if cached is not None:
             return cached, True
-    feats = raw_features(load_clip(path, cfg.sample_rate), cfg)
+    y = load_clip(path, cfg.sample_rate)
+    feats = raw_features(perturb_copy(y, cfg.sample_rate, copy, os.path.basename(path)) if copy else y, cfg)
     if file is not None:
         _write_cached(file, feats)
     return feats, False
 
 
-def _worker(job: Tuple[str, str, Optional[str]]) -> Tuple[str, Optional[np.ndarray], bool, str]:
-    """Pool task (top level so spawn can pickle it): ``(path, cfg_json, cache_dir)`` ->
+def _worker(job: Tuple[str, str, Optional[str], str]) -> Tuple[str, Optional[np.ndarray], bool, str]:
+    """Pool task (top level so spawn can pickle it): ``(path, cfg_json, cache_dir, copy)`` ->
     ``(path, feats or None, from_cache, error message)``."""
-    path, cfg_json, cache_dir = job
+    path, cfg_json, cache_dir, copy = job
     try:
-        feats, hit = compute_features(path, FeatureConfig.from_json(cfg_json), cache_dir)
+        feats, hit = compute_features(path, FeatureConfig.from_json(cfg_json), cache_dir, copy)
         return path, feats, hit, ""
     except AudioError as e:
         return path, None, False, str(e)
 
 
 class FeatureStore:
-    """Per-utterance waveforms and raw MFCCs for one :class:`FeatureConfig`.
+    """Per-utterance waveforms and raw features for one :class:`FeatureConfig`.
 
     ``features`` are memoised in memory (the second epoch costs nothing) and, with ``cache_dir``,
-    on disk across runs. ``waveform`` is memoised only for what is asked for, so extracting
-    features for a large corpus does not also hold all of its audio in memory.
+    on disk across runs; so are the features of training copies (``copy``, e.g. ``"speed:0.9"``),
+    kept apart from the clip's own. ``waveform`` is memoised only for what is asked for, so
+    extracting features for a large corpus does not also hold all of its audio in memory.
     ``stats`` counts ``{"disk": hits, "computed": extractions}``.
     """
 
@@ -139,14 +151,14 @@ class FeatureStore:
         if self.cache_dir is not None:
             os.makedirs(self.cache_dir, exist_ok=True)
         self._waves: Dict[str, np.ndarray] = {}
-        self._feats: Dict[str, np.ndarray] = {}
+        self._feats: Dict[Tuple[str, str], np.ndarray] = {}
         self.stats = {"disk": 0, "computed": 0}
 
-    def cache_file(self, utt: Utterance) -> Optional[str]:
+    def cache_file(self, utt: Utterance, copy: str = "") -> Optional[str]:
         """Where ``utt``'s features are (or would be) cached; ``None`` without a cache dir."""
         if self.cache_dir is None:
             return None
-        return os.path.join(self.cache_dir, cache_key(utt.path, config_key(self.cfg)) + ".npy")
+        return os.path.join(self.cache_dir, cache_key(utt.path, variant_key(self.cfg, copy)) + ".npy")
 
     def waveform(self, utt: Utterance) -> np.ndarray:
         """``(n_samples,) float32`` at ``cfg.sample_rate``, memoised. Raises :class:`AudioError`."""
@@ -154,19 +166,23 @@ class FeatureStore:
             self._waves[utt.path] = load_clip(utt.path, self.cfg.sample_rate)
         return self._waves[utt.path]
 
-    def features(self, utt: Utterance) -> np.ndarray:
-        """Raw features ``(n_frames, n_features) float32``, memoised and disk-cached. Raises :class:`AudioError`."""
-        if utt.path not in self._feats:
-            self._remember(utt.path, *compute_features(utt.path, self.cfg, self.cache_dir))
-        return self._feats[utt.path]
+    def features(self, utt: Utterance, copy: str = "") -> np.ndarray:
+        """Raw features ``(n_frames, n_features) float32`` of ``utt`` (or of its training copy
+        ``copy``), memoised and disk-cached. Raises :class:`AudioError`."""
+        key = (utt.path, copy)
+        if key not in self._feats:
+            self._remember(key, *compute_features(utt.path, self.cfg, self.cache_dir, copy))
+        return self._feats[key]
 
-    def _remember(self, path: str, feats: np.ndarray, from_cache: bool) -> None:
-        self._feats[path] = feats
+    def _remember(self, key: Tuple[str, str], feats: np.ndarray, from_cache: bool) -> None:
+        self._feats[key] = feats
         self.stats["disk" if from_cache else "computed"] += 1
 
     def load(self, utts: Iterable[Utterance], workers: int = 1,
-             progress: Optional[Callable[[int, int], None]] = None) -> Tuple[List[Utterance], Skipped]:
-        """Compute (or fetch) features for every utterance. ``-> (kept, [(utt, reason), ...])``.
+             progress: Optional[Callable[[int, int], None]] = None,
+             copy: str = "") -> Tuple[List[Utterance], Skipped]:
+        """Compute (or fetch) features for every utterance (or its training copy ``copy``).
+        ``-> (kept, [(utt, reason), ...])``.
 
         Unreadable or corrupt audio is reported in the second list, never raised. ``workers > 1``
         extracts in a spawn-context process pool (safe next to torch's threads, same on every
@@ -175,28 +191,29 @@ class FeatureStore:
         after each file that was not already in memory.
         """
         utts = list(utts)
-        todo = sorted({u.path for u in utts} - set(self._feats))
+        todo = sorted({u.path for u in utts} - {p for p, c in self._feats if c == copy})
         tick = (lambda i: progress(i, len(todo))) if progress is not None else (lambda i: None)
-        errors = (self._load_parallel(todo, workers, tick) if workers > 1 and len(todo) > 1
-                  else self._load_serial(todo, tick))
-        kept = [u for u in utts if u.path in self._feats]
+        errors = (self._load_parallel(todo, workers, tick, copy) if workers > 1 and len(todo) > 1
+                  else self._load_serial(todo, tick, copy))
+        kept = [u for u in utts if (u.path, copy) in self._feats]
         skipped = [(u, errors[u.path]) for u in utts if u.path in errors]
         return kept, skipped
 
-    def _load_serial(self, paths: List[str], tick: Callable[[int], None]) -> Dict[str, str]:
+    def _load_serial(self, paths: List[str], tick: Callable[[int], None], copy: str) -> Dict[str, str]:
         """Extract in this process. ``-> {path: error message}`` for failures."""
         errors = {}
         for i, path in enumerate(paths, 1):
             try:
-                self._remember(path, *compute_features(path, self.cfg, self.cache_dir))
+                self._remember((path, copy), *compute_features(path, self.cfg, self.cache_dir, copy))
             except AudioError as e:
                 errors[path] = str(e)
             tick(i)
         return errors
 
-    def _load_parallel(self, paths: List[str], workers: int, tick: Callable[[int], None]) -> Dict[str, str]:
+    def _load_parallel(self, paths: List[str], workers: int, tick: Callable[[int], None],
+                       copy: str) -> Dict[str, str]:
         """Extract in ``workers`` processes. ``-> {path: error message}`` for failures."""
-        jobs = [(p, self.cfg.to_json(), self.cache_dir) for p in paths]
+        jobs = [(p, self.cfg.to_json(), self.cache_dir, copy) for p in paths]
         n = min(workers, len(jobs))
         errors = {}
         with multiprocessing.get_context("spawn").Pool(n) as pool:
@@ -205,9 +222,9 @@ class FeatureStore:
                 if feats is None:
                     errors[path] = err
                 else:
-                    self._remember(path, feats, hit)
+                    self._remember((path, copy), feats, hit)
                 tick(i)
         return errors
 
 
-__all__ = ["FeatureStore", "cache_key", "compute_features", "config_key"]
+__all__ = ["FeatureStore", "cache_key", "compute_features", "config_key", "variant_key"]
