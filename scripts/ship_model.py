@@ -106,7 +106,8 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
            if cfg["augment"] else "waveform augmentation off")
     if cfg.get("copies"):
         aug += (f"; cached training copies of every clip ({', '.join(cfg['copies'])}: speed factor, coloured"
-                " noise SNR in dB), each epoch an item being the clip or one copy, uniformly")
+                " noise SNR in dB, band-limit cut-off in Hz, room RT60 in s; `ser_edge.augment.perturb_copy`),"
+                " each epoch an item being the clip or one copy, uniformly")
     lines = [
         f"# Model card: `{name}`",
         "",

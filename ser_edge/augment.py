@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ser_edge.robustness import play_at
+from ser_edge.robustness import band_limit, play_at, reverberate
 from ser_edge.runtime.audio import DEFAULT_TAPS, resample
 
 #: Items sorted by length within groups of this many batches (less padding, still shuffled).
@@ -34,8 +34,10 @@ STREAM_ORDER, STREAM_ITEM, STREAM_STEP, STREAM_MIX = 0, 1, 2, 3
 
 
 #: Kinds of cached copy and the range of their value: ``"speed:0.9"`` plays the clip 0.9x as fast
-#: (tempo and pitch), ``"noise:20"`` adds coloured noise 20 dB below the clip's mean power.
-COPY_KINDS = {"speed": (0.5, 2.0), "noise": (-10.0, 60.0)}
+#: (tempo and pitch), ``"noise:20"`` adds coloured noise 20 dB below the clip's mean power,
+#: ``"band:3400"`` band-limits it (a telephone or cheap microphone: low-pass near 3400 Hz, high-pass
+#: at 100-400 Hz), ``"reverb:0.4"`` plays it in a synthetic room (RT60 near 0.4 s).
+COPY_KINDS = {"speed": (0.5, 2.0), "noise": (-10.0, 60.0), "band": (1000.0, 7900.0), "reverb": (0.05, 2.0)}
 
 
 def parse_copy(spec: str) -> Tuple[str, float]:
@@ -78,12 +80,19 @@ def add_noise(y: np.ndarray, snr_db: float, noise: np.ndarray) -> np.ndarray:
 
 def perturb_copy(y: np.ndarray, sample_rate: int, spec: str, name: str) -> np.ndarray:
     """The cached copy ``spec`` of clip ``y`` (file name ``name``): deterministic, so a cache
-    entry never goes stale. ``noise`` copies draw their noise and its colour (slope 0-2) from
-    the file name and the spec. ``(n,) -> (m,) float32``."""
+    entry never goes stale. Random parameters are drawn from the file name and the spec:
+    ``noise`` its noise and colour (slope 0-2); ``band`` its low-pass cut-off (0.8-1.2x the value)
+    and high-pass (100-400 Hz); ``reverb`` its room (RT60 0.5-1.5x the value).
+    ``(n,) -> (m,) float32``."""
     kind, v = parse_copy(spec)
     if kind == "speed":
         return speed_perturb(y, sample_rate, v)
     rng = np.random.default_rng([zlib.crc32(name.encode("utf-8")), zlib.crc32(spec.encode("utf-8"))])
+    if kind == "band":
+        lo, hi = float(rng.uniform(100.0, 400.0)), min(v * float(rng.uniform(0.8, 1.2)), 0.49 * sample_rate)
+        return band_limit(y, sample_rate, lo, hi)
+    if kind == "reverb":
+        return reverberate(y, sample_rate, v * float(rng.uniform(0.5, 1.5)), rng)
     slope = float(rng.uniform(0.0, 2.0))
     return add_noise(y, v, coloured_noise(len(y), sample_rate, slope, rng))
 

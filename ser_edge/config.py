@@ -131,9 +131,10 @@ class TrainConfig:
                                                kind="range")
     copies: Tuple[str, ...] = setting(
         ("speed:0.9", "speed:1.1", "noise:15", "noise:30"), kind="specs",
-        help="Fixed perturbed copies of every training clip, e.g. speed:0.9,speed:1.1,noise:20 (speed factor; "
-             "coloured noise at an SNR in dB): their features are extracted once and cached; each epoch an item "
-             "is the clip or one of its copies, uniformly; none = no copies.")
+        help="Fixed perturbed copies of every training clip, e.g. speed:0.9,noise:20,band:3400,reverb:0.4 (speed "
+             "factor; coloured noise at an SNR in dB; band-limited near a cut-off in Hz; a room with about this "
+             "RT60 in s): their features are extracted once and cached; each epoch an item is the clip or one of "
+             "its copies, uniformly; none = no copies.")
     spec_augment: int = setting(0, help="SpecAugment: time and feature masks per training item (0 = off).",
                                 lo=0, hi=8)
     mixup: float = setting(0.4, help="Mixup Beta(alpha, alpha) on feature batches (0 = off).", lo=0.0, hi=10.0)

@@ -97,11 +97,17 @@ def _noise(y: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     return (y + rng.standard_normal(len(y)) * np.sqrt(power / 10.0 ** (snr_db / 10.0))).astype(np.float32)
 
 
-def _reverb(y: np.ndarray, sample_rate: int, rt60_s: float, seed: int) -> np.ndarray:
+def band_limit(y: np.ndarray, sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """``y`` through a band-pass: Butterworth-shaped high-pass at ``low_hz`` (order 2) and low-pass
+    at ``high_hz`` (order 4), zero-phase. ``(n,) -> (n,) float32``."""
+    return _filtered(y, sample_rate, lambda f: _butter_mag(f, high_hz, 4) * _butter_mag(f, low_hz, 2, high=True))
+
+
+def reverberate(y: np.ndarray, sample_rate: int, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
     """``y`` convolved with a synthetic room response: the direct path, then exponentially
-    decaying noise (-60 dB after ``rt60_s``) from 5 ms on, scaled to the clip's peak."""
-    rng = np.random.default_rng(seed)
-    n = int(rt60_s * sample_rate)
+    decaying noise (-60 dB after ``rt60_s``) from 5 ms on, scaled to the clip's peak.
+    ``(n,) -> (n,) float32``."""
+    n = max(2, int(rt60_s * sample_rate))
     t = np.arange(n) / sample_rate
     rir = rng.standard_normal(n) * 10.0 ** (-3.0 * t / rt60_s) * 0.3
     rir[: int(0.005 * sample_rate)] = 0.0
@@ -114,13 +120,12 @@ def _reverb(y: np.ndarray, sample_rate: int, rt60_s: float, seed: int) -> np.nda
 #: Recording chains other than the training corpus's: ``name -> f(y, sample_rate) -> y`` (each
 #: deterministic; the result then goes through 16-bit PCM like any recording).
 CONDITIONS: Dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-    "telephone band (300-3400 Hz)": lambda y, sr: _filtered(
-        y, sr, lambda f: _butter_mag(f, 3400.0, 4) * _butter_mag(f, 300.0, 2, high=True)),
+    "telephone band (300-3400 Hz)": lambda y, sr: band_limit(y, sr, 300.0, 3400.0),
     "low-pass 4 kHz": lambda y, sr: _filtered(y, sr, lambda f: _butter_mag(f, 4000.0, 4)),
     "bright mic (+8 dB above 2 kHz)": lambda y, sr: _filtered(y, sr, lambda f: _shelf(f, 2000.0, 8.0)),
     "dull mic (-8 dB above 2 kHz)": lambda y, sr: _filtered(y, sr, lambda f: _shelf(f, 2000.0, -8.0)),
     "white noise, 20 dB SNR": lambda y, sr: _noise(y, 20.0, 0),
-    "room reverb (RT60 0.4 s)": lambda y, sr: _reverb(y, sr, 0.4, 0),
+    "room reverb (RT60 0.4 s)": lambda y, sr: reverberate(y, sr, 0.4, np.random.default_rng(0)),
 }
 
 
@@ -149,4 +154,5 @@ def condition_report(rec: Recognizer, paths: Sequence[str], truth: Sequence[str]
     return out
 
 
-__all__ = ["play_at", "level_agreement", "label_spread", "condition_report", "CONDITIONS"]
+__all__ = ["play_at", "level_agreement", "label_spread", "condition_report", "band_limit", "reverberate",
+           "CONDITIONS"]

@@ -581,7 +581,17 @@ def test_copies_are_deterministic_and_what_they_say():
     np.testing.assert_array_equal(noisy, perturb_copy(y, sr, "noise:20", "a.wav"))  # cacheable
     assert not np.array_equal(noisy, perturb_copy(y, sr, "noise:20", "b.wav"))  # other clip, other noise
     assert parse_copy("noise:-5") == ("noise", -5.0)
-    for bad in ("speed:1", "speed:3", "noise", "echo:3", "noise:x", "noise:nan"):
+    # band: a 6 kHz tone is gone, a 1 kHz one kept; reverb: the same length, a tail after the tone
+    band = perturb_copy(np.sin(2 * np.pi * 6000 * np.arange(sr) / sr).astype(np.float32), sr, "band:3400", "a.wav")
+    assert np.sqrt(np.mean(band[sr // 4:-sr // 4] ** 2)) < 0.707 * 10 ** (-12 / 20)  # >= 12 dB down at any cut-off
+    kept = perturb_copy((0.3 * np.sin(2 * np.pi * 1000 * np.arange(sr) / sr)).astype(np.float32), sr, "band:3400",
+                        "a.wav")
+    assert np.sqrt(np.mean(kept[sr // 4:-sr // 4] ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.05)
+    burst = np.concatenate([y[: sr // 2], np.zeros(sr // 2, np.float32)])
+    wet = perturb_copy(burst, sr, "reverb:0.4", "a.wav")
+    assert len(wet) == sr and np.abs(wet[sr // 2 + 800:sr // 2 + 2400]).max() > 1e-3  # the room rings on
+    np.testing.assert_array_equal(wet, perturb_copy(burst, sr, "reverb:0.4", "a.wav"))
+    for bad in ("speed:1", "speed:3", "noise", "echo:3", "noise:x", "noise:nan", "band:9000", "reverb:0"):
         with pytest.raises(ValueError, match=r"copy"):
             parse_copy(bad)
 
