@@ -215,7 +215,9 @@ def model_card(name: str, ckpt: dict, history: dict, parity: dict, cv: dict, bas
                   "Other corpora differ from RAVDESS in microphone, band, noise and room. Each recipe's fold-1 model"
                   f" on its own held-out actors ({first['n']} clips), each clip played through another chain"
                   " (`scripts/conditions.py`, `ser_edge.robustness.CONDITIONS`): UAR / same top-1 as the clean"
-                  " clip / largest share of one class among the predictions (1.0 = collapsed onto one class).", "",
+                  " clip / largest share of one class among the predictions (1.0 = collapsed onto one class)."
+                  " Recipes with `band`, `noise` or `reverb` copies trained on perturbations of the same families"
+                  " (other parameters, drawn per clip), so expect less on real recordings of those kinds.", "",
                   "| model | clean UAR | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
         for n, c in heldout_conditions.items():
             cells = [f"{r['uar']:.2f} / {_pct(r['agreement'])} / {r['max_share']:.2f}"

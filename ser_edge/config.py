@@ -99,7 +99,7 @@ class TrainConfig:
                                       cli=())
     model: ModelConfig = setting(help="Model settings ([model] in a recipe).", factory=default_model, cli=())
     # -- optimisation -----------------------------------------------------------------------
-    epochs: int = setting(70, help="Maximum epochs.", lo=1, hi=10000)
+    epochs: int = setting(150, help="Maximum epochs.", lo=1, hi=10000)
     batch_size: int = setting(32, help="Batch size (per process under torchrun).", lo=1, hi=4096)
     lr: float = setting(1e-3, help="Adam learning rate.", lo=0.0, hi=1.0, lo_open=True)
     weight_decay: float = setting(1e-4, help="Adam weight decay (L2).", lo=0.0, hi=1.0)
@@ -130,7 +130,7 @@ class TrainConfig:
     speed_range: Tuple[float, float] = setting((0.9, 1.1), help="Speed perturbation range, e.g. 0.9,1.1.",
                                                kind="range")
     copies: Tuple[str, ...] = setting(
-        ("speed:0.9", "speed:1.1", "noise:15", "noise:30"), kind="specs",
+        ("speed:0.9", "speed:1.1", "noise:15", "noise:30", "band:3400", "reverb:0.4"), kind="specs",
         help="Fixed perturbed copies of every training clip, e.g. speed:0.9,noise:20,band:3400,reverb:0.4 (speed "
              "factor; coloured noise at an SNR in dB; band-limited near a cut-off in Hz; a room with about this "
              "RT60 in s): their features are extracted once and cached; each epoch an item is the clip or one of "
