@@ -9,9 +9,9 @@ Augmentations target what breaks a speaker-independent model on new recordings:
 * **SpecAugment** (time and feature masks) and **mixup** (convex mixtures of batch items and
   their targets) on features, against memorising a few speakers;
 * **cached copies** (``TrainConfig.copies``): fixed perturbed versions of every training clip
-  (``speed:S``, ``noise:SNR``, see :func:`perturb_copy`) whose features are extracted once and
-  cached like the clip's own, so they cost nothing per epoch (waveform augmentation recomputes
-  features every time, ~4x the training time).
+  (``speed:S``, ``noise:SNR``, ``band:HZ``, ``reverb:RT60``, see :func:`perturb_copy`) whose
+  features are extracted once and cached like the clip's own, so they cost nothing per epoch
+  (waveform augmentation recomputes features every time, ~4x the training time).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ser_edge.robustness import band_limit, play_at, reverberate
+from ser_edge.robustness import add_noise, band_limit, play_at, reverberate
 from ser_edge.runtime.audio import DEFAULT_TAPS, resample
 
 #: Items sorted by length within groups of this many batches (less padding, still shuffled).
@@ -70,12 +70,6 @@ def coloured_noise(n: int, sample_rate: int, slope: float, rng: np.random.Genera
     f = np.maximum(np.fft.rfftfreq(n, 1.0 / sample_rate), 50.0)
     noise = np.fft.irfft(spec * f ** (-slope / 2.0), n)
     return noise / max(float(np.sqrt(np.mean(noise ** 2))), 1e-12)
-
-
-def add_noise(y: np.ndarray, snr_db: float, noise: np.ndarray) -> np.ndarray:
-    """``y`` plus ``noise`` (unit power) ``snr_db`` below ``y``'s mean power. ``-> (n,) float32``."""
-    power = float(np.mean(np.square(y, dtype=np.float64)))
-    return (y + noise * math.sqrt(power / 10.0 ** (snr_db / 10.0))).astype(np.float32)
 
 
 def perturb_copy(y: np.ndarray, sample_rate: int, spec: str, name: str) -> np.ndarray:
@@ -182,5 +176,5 @@ def mixup_plan(n: int, alpha: float, seed: int, epoch: int, step: int) -> Tuple[
 
 
 __all__ = ["derived_seed", "epoch_batches", "augment_waveform", "perturb_copy", "parse_copy", "speed_perturb",
-           "coloured_noise", "add_noise", "COPY_KINDS", "random_crop", "spec_augment", "mixup_plan",
+           "coloured_noise", "COPY_KINDS", "random_crop", "spec_augment", "mixup_plan",
            "BUCKET_BATCHES", "AUGMENT_TAPS"]

@@ -155,14 +155,16 @@ def prepare(cfg: TrainConfig, env: D.DistEnv, log: Callable[[str], None],
 
     spk_stats = speaker_statistics(utts, raw) if raw_cfg.speaker_norm else {}
 
+    def norm(u: Utterance, feats: np.ndarray) -> np.ndarray:
+        return normalise(feats, fcfg, spk_stats.get(u.speaker))
+
     def part(us: Sequence[Utterance]) -> SplitData:
         kept = [u for u in us if u.path in raw]
-        return SplitData(kept, [normalise(raw[u.path], fcfg, spk_stats.get(u.speaker)) for u in kept],
+        return SplitData(kept, [norm(u, raw[u.path]) for u in kept],
                          np.array([index[u.label] for u in kept], dtype=np.int64))
 
     train = part(split.train)
-    train.copies = training_copies(store, train.utts, cfg, env,
-                                lambda u, raw: normalise(raw, fcfg, spk_stats.get(u.speaker)), log)
+    train.copies = training_copies(store, train.utts, cfg, env, norm, log)
     data = Prepared(labels, raw_cfg, fcfg, train, part(split.val), part(split.test),
                     split.speakers(), skipped, store, spk_stats)
     empty = [lab for lab, n in zip(labels, np.bincount(data.train.targets, minlength=len(labels))) if n == 0]

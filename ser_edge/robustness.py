@@ -17,11 +17,13 @@ change is judged on recordings it was not tuned to, without those corpora.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from typing import Callable, Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from ser_edge.evaluate import confusion_matrix, uar_from_cm
 from ser_edge.runtime.audio import load_audio
 from ser_edge.runtime.recognizer import Recognizer
 
@@ -35,17 +37,24 @@ def play_at(y: np.ndarray, gain_db: float) -> np.ndarray:
     return (pcm / 32768.0).astype(np.float32)
 
 
+def add_noise(y: np.ndarray, snr_db: float, noise: np.ndarray) -> np.ndarray:
+    """``y`` plus ``noise`` (unit power) ``snr_db`` below ``y``'s mean power. ``-> (n,) float32``."""
+    power = float(np.mean(np.square(y, dtype=np.float64)))
+    return (y + noise * math.sqrt(power / 10.0 ** (snr_db / 10.0))).astype(np.float32)
+
+
+def _clean_predictions(rec: Recognizer, paths: Sequence[str]) -> Tuple[List[np.ndarray], List[str]]:
+    """Each clip at the model's rate and ``rec``'s top-1 label for it: what every check compares with."""
+    waves = [load_audio(p, rec.sample_rate) for p in paths]
+    return waves, [rec.predict(y).label for y in waves]
+
+
 def level_agreement(rec: Recognizer, paths: Sequence[str], gains_db: Iterable[float] = (-20.0, 12.0)) -> Dict:
     """Top-1 agreement of ``rec`` between each clip and the same clip at each gain.
 
     ``-> {"n": clips, "by_gain": {gain: {"agreement", "clipped_clips", "changed": [...]}}}``;
     a clip counts as clipped when more than 0.1 % of its samples hit full scale at that gain."""
-    base: List[str] = []
-    waves = []
-    for p in paths:
-        y = load_audio(p, rec.sample_rate)
-        waves.append(y)
-        base.append(rec.predict(y).label)
+    waves, base = _clean_predictions(rec, paths)
     out: Dict = {"n": len(waves), "by_gain": {}}
     for g in gains_db:
         same, clipped, changed = 0, 0, []
@@ -91,12 +100,6 @@ def _shelf(f: np.ndarray, fc: float, db: float) -> np.ndarray:
     return 10.0 ** (db * w / 20.0)
 
 
-def _noise(y: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    power = float(np.mean(np.square(y, dtype=np.float64)))
-    return (y + rng.standard_normal(len(y)) * np.sqrt(power / 10.0 ** (snr_db / 10.0))).astype(np.float32)
-
-
 def band_limit(y: np.ndarray, sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray:
     """``y`` through a band-pass: Butterworth-shaped high-pass at ``low_hz`` (order 2) and low-pass
     at ``high_hz`` (order 4), zero-phase. ``(n,) -> (n,) float32``."""
@@ -124,22 +127,23 @@ CONDITIONS: Dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "low-pass 4 kHz": lambda y, sr: _filtered(y, sr, lambda f: _butter_mag(f, 4000.0, 4)),
     "bright mic (+8 dB above 2 kHz)": lambda y, sr: _filtered(y, sr, lambda f: _shelf(f, 2000.0, 8.0)),
     "dull mic (-8 dB above 2 kHz)": lambda y, sr: _filtered(y, sr, lambda f: _shelf(f, 2000.0, -8.0)),
-    "white noise, 20 dB SNR": lambda y, sr: _noise(y, 20.0, 0),
+    "white noise, 20 dB SNR": lambda y, sr: add_noise(y, 20.0, np.random.default_rng(0).standard_normal(len(y))),
     "room reverb (RT60 0.4 s)": lambda y, sr: reverberate(y, sr, 0.4, np.random.default_rng(0)),
 }
 
 
 def _uar(truth: Sequence[str], pred: Sequence[str], classes: Sequence[str]) -> float:
-    recalls = [np.mean([p == c for t, p in zip(truth, pred) if t == c]) for c in classes if c in truth]
-    return float(np.mean(recalls)) if recalls else 0.0
+    """UAR of label lists (evaluate's one definition: recall averaged over the classes present)."""
+    index = {c: i for i, c in enumerate(classes)}
+    cm = confusion_matrix([index[t] for t in truth], [index[p] for p in pred], len(classes))
+    return uar_from_cm(cm)
 
 
 def condition_report(rec: Recognizer, paths: Sequence[str], truth: Sequence[str],
                      conditions: Iterable[str] = tuple(CONDITIONS)) -> Dict:
     """Per recording chain: UAR against ``truth``, top-1 agreement with the clean clip, label
     spread (:func:`label_spread`). ``-> {"n", "clean": {...}, "conditions": {name: {...}}}``."""
-    waves = [load_audio(p, rec.sample_rate) for p in paths]
-    clean = [rec.predict(y).label for y in waves]
+    waves, clean = _clean_predictions(rec, paths)
     out: Dict = {"n": len(waves), "clean": {"uar": _uar(truth, clean, rec.labels),
                                             "max_share": label_spread(clean, rec.labels)["max_share"]},
                  "conditions": {}}
@@ -154,5 +158,5 @@ def condition_report(rec: Recognizer, paths: Sequence[str], truth: Sequence[str]
     return out
 
 
-__all__ = ["play_at", "level_agreement", "label_spread", "condition_report", "band_limit", "reverberate",
+__all__ = ["play_at", "add_noise", "level_agreement", "label_spread", "condition_report", "band_limit", "reverberate",
            "CONDITIONS"]
