@@ -56,12 +56,14 @@ import numpy as np  # noqa: E402
 
 from ser_edge.runtime.audio import load_audio, write_wav  # noqa: E402
 from ser_edge.runtime.errors import SerEdgeError  # noqa: E402
-from ser_edge.runtime.features import FeatureConfig, mfcc  # noqa: E402
+from ser_edge.runtime.features import FeatureConfig, mfcc, raw_features  # noqa: E402
 from ser_edge.runtime.io import atomic_write_json  # noqa: E402
 from ser_edge.runtime.signals import speechlike  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: A trained unidirectional LSTM (the shipped model is not one): the stateful streaming mode's model.
+UNIDIRECTIONAL = REPO / "tests" / "data" / "stream-lstm-ravdess.npz"
 DEFAULT_MODEL_DIR = REPO / "models"
 DEFAULT_JSON = REPO / "runs" / "bench" / "benchmarks.json"
 SHARED_DATA = Path(os.environ.get("SER_EDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -254,7 +256,23 @@ def bench_mfcc(waves: List[np.ndarray], fc: Dict[str, Any], repeat: int) -> Dict
     times = interleaved_ms({"numpy": lambda y: mfcc(y, cfg), "librosa": lambda y: _usual.librosa_mfcc(y, fc)},
                            waves, repeat)
     ours, ref = timing(**times["numpy"]), timing(**times["librosa"])
-    return {"numpy": ours, "librosa": ref, "ratio_librosa_over_numpy": ratios(ref, ours), "max_rel_diff": max(errs)}
+    out = {"numpy": ours, "librosa": ref, "ratio_librosa_over_numpy": ratios(ref, ours), "max_rel_diff": max(errs)}
+    if cfg.n_chroma or cfg.deltas or cfg.gain_norm_db is not None or cfg.base != "mfcc":
+        out["features"] = bench_features(waves, fc, cfg, repeat)
+    return out
+
+
+def bench_features(waves: List[np.ndarray], fc: Dict[str, Any], cfg: FeatureConfig, repeat: int) -> Dict[str, Any]:
+    """The model's whole feature set (gain normalisation, MFCC or log-mel, deltas, chroma):
+    ``raw_features`` (one STFT feeds mel and chroma) vs the usual stack's librosa calls."""
+    import _usual
+
+    errs = [_rel_diff(raw_features(y, cfg), _usual.librosa_features(y, fc)) for y in waves]
+    times = interleaved_ms({"numpy": lambda y: raw_features(y, cfg),
+                            "librosa": lambda y: _usual.librosa_features(y, fc)}, waves, repeat)
+    ours, ref = timing(**times["numpy"]), timing(**times["librosa"])
+    return {"numpy": ours, "librosa": ref, "ratio_librosa_over_numpy": ratios(ref, ours), "max_rel_diff": max(errs),
+            "n_features": cfg.n_features}
 
 
 def _rel_diff(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -552,7 +570,31 @@ def bench_streaming(pipes: List[Pipeline], waves: List[np.ndarray], sr: int, rep
     now, the clips streamed back to back (``benchmarks/_stream.py``)."""
     from _stream import bench_stream
 
-    return bench_stream({p.name: Path(p.model) for p in pipes if p.kind == "runtime"}, waves, sr, repeat)
+    models = {p.name: Path(p.model) for p in pipes if p.kind == "runtime"}
+    if UNIDIRECTIONAL.exists() and sr == 16000:  # the stateful mode needs a unidirectional LSTM
+        models[f"unidirectional LSTM ({UNIDIRECTIONAL.name}, numpy)"] = UNIDIRECTIONAL
+    out = bench_stream(models, waves, sr, repeat)
+    if UNIDIRECTIONAL.exists() and sr == 16000:
+        out["before_issue_10"] = listen_before(waves, repeat)
+    return out
+
+
+def listen_before(waves: List[np.ndarray], repeat: int) -> Dict[str, Any]:
+    """``listen`` on the unidirectional LSTM now vs the code issue 10 measured (``listen_before.py``:
+    that commit from git, each side in its own process). ``{"error": why}`` without the commit."""
+    import listen_before as lb
+
+    y = np.concatenate([np.asarray(w, dtype=np.float32) for w in waves])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            old, new = lb.old_tree(lb.ISSUE_10_BASE, tmp_path), lb.new_tree(tmp_path)
+            audio = tmp_path / "audio.npy"
+            np.save(audio, y)
+            row = lb.compare(UNIDIRECTIONAL, old, new, audio, len(y) / 16000, repeat)
+    except (SystemExit, subprocess.CalledProcessError) as e:
+        return {"error": str(e)}
+    return {"commit": lb.ISSUE_10_BASE, "audio_s": len(y) / 16000, **row}
 
 
 # ------------------------------------------------------------------------------------------
@@ -693,6 +735,12 @@ def mfcc_table(res: Dict[str, Any]) -> Table:
              fmt_ratio(m["ratio_librosa_over_numpy"][clock], "faster", "slower")],
             ["librosa.feature.mfcc", fmt_ms(med(m["librosa"], "cpu")), fmt_ms(med(m["librosa"], "wall")),
              "reference"]]
+    f = m.get("features")
+    if f:
+        rows += [[f"all {f['n_features']} model features: numpy (raw_features)", fmt_ms(med(f["numpy"], "cpu")),
+                  fmt_ms(med(f["numpy"], "wall")), fmt_ratio(f["ratio_librosa_over_numpy"][clock], "faster", "slower")],
+                 [f"all {f['n_features']} model features: librosa (max relative difference {f['max_rel_diff']:.1e})",
+                  fmt_ms(med(f["librosa"], "cpu")), fmt_ms(med(f["librosa"], "wall")), "reference"]]
     return (f"MFCC only, per clip (same parameters; max relative difference {m['max_rel_diff']:.1e})",
             ["implementation", "CPU median", "wall median", f"vs librosa ({CLOCK_NAME[clock]})"], rows)
 
@@ -778,6 +826,19 @@ def streaming_table(res: Dict[str, Any]) -> Table:
              "same labels as window mode"], rows)
 
 
+def listen_before_table(res: Dict[str, Any]) -> Optional[Table]:
+    b = res["streaming"].get("before_issue_10")
+    if not b or "error" in b:
+        return None
+    rows = [[Path(b["model"]).name, f"{b['before_ms_per_audio_s']:.2f} ms", f"{b['now_ms_per_audio_s']:.2f} ms",
+             b["mode_now"], fmt_ratio(b["ratio"], "less", "more"),
+             "-" if b["same_labels"] is None else f"{100 * b['same_labels']:.1f}%"]]
+    return (f"listen now vs listen when issue 10 was filed (commit {b['commit']}, run from git in its own process): "
+            f"CPU per second of audio, same model and {b['audio_s']:.0f} s of speech",
+            ["model", "listen then (window recomputed every hop)", "listen now", "mode now", "ratio",
+             "same labels"], rows)
+
+
 #: Everything ``--sections`` can pick; cold_start needs end_to_end (the warm labels).
 SECTIONS = ("mfcc", "resample", "end_to_end", "hi_rate", "streaming", "cold_start", "sizes")
 HEADLINE_NEEDS = ("mfcc", "end_to_end", "cold_start", "sizes")
@@ -791,6 +852,8 @@ def tables(res: Dict[str, Any]) -> List[Table]:
     out += [end_to_end_table(res)] if "end_to_end" in res else []
     out += hi_rate_tables(res)
     out += [streaming_table(res)] if "streaming" in res else []
+    before = listen_before_table(res) if "streaming" in res else None
+    out += [before] if before else []
     out += [cold_start_table(res)] if "cold_start" in res else []
     out += [sizes_table(res)] if "sizes" in res else []
     return out

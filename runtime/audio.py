@@ -16,6 +16,7 @@ import math
 import os
 import stat
 import struct
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -149,7 +150,7 @@ def _parse_fmt(body: bytes, name: str) -> Tuple[int, int, int, int]:
     return tag, channels, rate, bits
 
 
-def _decode(data: bytes, tag: int, channels: int, bits: int) -> np.ndarray:
+def _decode(data: Union[bytes, memoryview], tag: int, channels: int, bits: int) -> np.ndarray:
     """Raw sample bytes -> ``(n_frames, channels)``: float32 in [-1, 1] for PCM, float64 as stored
     for IEEE float (unbounded, maybe non-finite: :func:`read_wav` checks and clips)."""
     width = bits // 8
@@ -263,15 +264,73 @@ def _downmix(frames: np.ndarray) -> np.ndarray:
     return mono
 
 
+#: Samples (all channels) down-mixed per matmul by :func:`_pcm16_mono`: 128 KiB of float32.
+_PCM_SLICE = 1 << 15
+
+
+def _pcm16_mono(raw: Union[bytes, memoryview], channels: int) -> np.ndarray:
+    """16-bit PCM frames -> ``(n,) float32`` mono, bit for bit ``_downmix(_decode(raw, PCM, channels,
+    16))`` without the ``(n, channels)`` float32 intermediate: one matrix-vector product (3 s of
+    44.1 kHz stereo: 0.11 ms instead of 0.7). Every partial sum is an integer times a power of
+    two below ``2**24`` times that power, so float32 holds it exactly in any summation order:
+    with weights ``2**-15 / channels`` when that is a power of two (1, 2, 4 ... channels), else
+    weights 1 and one correctly rounded division, which gives the same float as scaling each
+    channel and dividing their exact sum by ``channels``."""
+    pcm = np.frombuffer(raw, dtype="<i2")
+    if channels == 1:
+        return from_pcm16(pcm)
+    pcm = pcm[:len(pcm) - len(pcm) % channels].reshape(-1, channels)
+    exact = channels & (channels - 1) == 0
+    weights = np.full(channels, 2.0 ** -15 / channels if exact else 1.0, dtype=np.float32)
+    mono = np.empty(len(pcm), dtype=np.float32)
+    # in slices: matmul widens int16 to a float32 copy, and a copy of the whole block would be a
+    # fresh mmap that the kernel faults in page by page on every call (that cost more than the sum)
+    step = max(1, _PCM_SLICE // channels)
+    for i in range(0, len(pcm), step):
+        np.matmul(pcm[i:i + step], weights, out=mono[i:i + step])
+    if not exact:
+        mono /= np.float32(32768 * channels)
+    return mono
+
+
+_READ = threading.local()
+
+
+def _read_exactly(f: BinaryIO, n: int) -> Optional[memoryview]:
+    """The next ``n`` bytes of ``f`` (None if the file ends first), in a per-thread buffer reused
+    by every read: valid until this thread's next read, so decoders copy out of it. A fresh
+    ``bytes`` per read would be a fresh mmap for any block over 128 KiB, faulted in page by page:
+    ~0.4 ms for a 3 s 44.1 kHz stereo file, more than decoding it."""
+    readinto = getattr(f, "readinto", None)
+    if readinto is None:  # a minimal file-like object
+        data = f.read(n)
+        return memoryview(data) if len(data) == n else None
+    buf = getattr(_READ, "buf", None)
+    if buf is None or len(buf) < n:
+        buf = _READ.buf = bytearray(max(n, 1 << 16))
+    view = memoryview(buf)[:n]
+    got = 0
+    while got < n:
+        m = readinto(view[got:])
+        if not m:
+            return None
+        got += m
+    return view
+
+
 def _blocks(f: BinaryIO, info: WavInfo, block_frames: int) -> Iterator[np.ndarray]:
     """Decode ``info``'s samples ``block_frames`` at a time. Yields ``(k,) float32`` mono in [-1, 1]."""
     f.seek(info.data_offset)
     left = info.n_frames
     while left > 0:
         k = min(block_frames, left)
-        raw = f.read(k * info.frame_bytes)
-        if len(raw) < k * info.frame_bytes:
+        raw = _read_exactly(f, k * info.frame_bytes)
+        if raw is None:
             raise AudioError(f"{info.name}: file shrank while it was being read")
+        if info.format_tag == WAVE_FORMAT_PCM and info.bits == 16 and info.channels <= 512:  # sums < 2**24
+            yield _pcm16_mono(raw, info.channels)  # integer PCM: always finite, in range
+            left -= k
+            continue
         frames = _decode(raw, info.format_tag, info.channels, info.bits)
         if not np.all(np.isfinite(frames)):
             raise AudioError(f"{info.name}: contains NaN or infinite samples")
@@ -319,9 +378,12 @@ def read_wav(src: PathOrFile, max_seconds: float = MAX_SECONDS) -> Tuple[np.ndar
         info = _parse_header(f, name)
         _check_length(info, max_seconds)
         try:
+            block_frames = max(1, BLOCK_BYTES // info.frame_bytes)
+            if info.n_frames <= block_frames:  # one block: it is the result (no copy)
+                return next(_blocks(f, info, block_frames)), info.sample_rate
             out = np.empty(info.n_frames, dtype=np.float32)
             pos = 0
-            for block in _blocks(f, info, max(1, BLOCK_BYTES // info.frame_bytes)):
+            for block in _blocks(f, info, block_frames):
                 out[pos:pos + len(block)] = block
                 pos += len(block)
         except MemoryError:
@@ -557,7 +619,7 @@ def check_waveform(y: np.ndarray, sample_rate: int, name: str = "audio") -> None
     meaningfully classify or learn from. Raises :class:`AudioError` (too short, silent)."""
     if len(y) < MIN_DURATION_S * sample_rate:
         raise AudioError(f"{name}: too short ({len(y) / sample_rate:.3f} s; need at least {MIN_DURATION_S} s)")
-    if float(np.max(np.abs(y))) < SILENCE_PEAK:
+    if max(float(y.max()), -float(y.min())) < SILENCE_PEAK:  # the peak |y| without an |y| copy
         raise AudioError(f"{name}: silent (peak below -80 dBFS); nothing to classify")
 
 
@@ -577,7 +639,9 @@ def to_pcm16(y: np.ndarray) -> np.ndarray:
 
 def from_pcm16(pcm: np.ndarray) -> np.ndarray:
     """The inverse of :func:`to_pcm16`: ``(n,)`` int16 -> ``(n,) float32`` in [-1, 1)."""
-    return np.asarray(pcm).astype(np.float32) / 32768.0
+    x = np.asarray(pcm).astype(np.float32)
+    x *= np.float32(2.0 ** -15)  # exact, as dividing by 32768 is, without a second array
+    return x
 
 
 def write_wav(path: Union[str, os.PathLike[str]], y: np.ndarray, sample_rate: int) -> None:

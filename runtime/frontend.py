@@ -26,21 +26,11 @@ normalisation) cannot be made causal: :func:`causal_support` says why.
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .features import (
-    MAX_GAIN_DB,
-    FeatureConfig,
-    active_level,
-    chroma_from_power,
-    features_from_mel,
-    mel_power,
-    normalise,
-    power_spectrogram,
-)
+from .features import FeatureConfig, features_from_mel, mel_chroma, normalise, power_gain
 
 
 def frames_per_side(cfg: FeatureConfig) -> int:
@@ -49,19 +39,21 @@ def frames_per_side(cfg: FeatureConfig) -> int:
     return -(-(cfg.n_fft // 2) // cfg.hop_length)
 
 
-def frame_power(y: np.ndarray, first: int, count: int, cfg: FeatureConfig) -> np.ndarray:
-    """Power spectra of ``count`` frames of ``y`` centred at ``(first + j) * hop_length``, with
-    zero padding only where those spans leave ``y`` (as :func:`power_spectrogram` pads a clip).
-    ``(n,) -> (count, n_fft // 2 + 1) float64``.
+def frame_spectra(y: np.ndarray, first: int, count: int, cfg: FeatureConfig) -> Tuple[np.ndarray, np.ndarray]:
+    """Mel power and chroma of ``count`` frames of ``y`` centred at ``(first + j) * hop_length``,
+    with zero padding only where those spans leave ``y`` (as a clip is padded), computed by the
+    clip's own :func:`~ser_edge.runtime.features.mel_chroma`.
+    ``(n,) -> ((count, n_mels), (count, n_chroma))`` float32 (float64 beyond float32's range).
 
-    Calls :func:`power_spectrogram` on the smallest slice of ``y`` that holds the spans, started
-    on the frame grid so its frames are exactly the wanted ones."""
+    Runs on the smallest slice of ``y`` that holds the spans, started on the frame grid so its
+    frames are exactly the wanted ones."""
     hl = cfg.hop_length
     margin = frames_per_side(cfg)
     a = max(0, first - margin) * hl  # slice start, on the grid
     b = min(len(y), (first + count - 1 + margin) * hl + 1)
-    spec = power_spectrogram(y[a:b], cfg)
-    return spec[first - a // hl:first - a // hl + count]
+    mel, chroma = mel_chroma(y[a:b], cfg, with_chroma=bool(cfg.n_chroma))
+    j = first - a // hl
+    return mel[j:j + count], (chroma[j:j + count] if chroma is not None else np.zeros((count, 0), mel.dtype))
 
 
 class FrameCache:
@@ -102,11 +94,8 @@ class FrameCache:
         f0, f1 = self.n_frames, self.ready()
         if f1 > f0:
             cfg, hl = self.cfg, self.cfg.hop_length
-            power = frame_power(self._audio, f0 - self._start // hl, f1 - f0, cfg)
             idx = np.arange(f0, f1) % self.capacity
-            self.mel[idx] = mel_power(power, cfg)
-            if cfg.n_chroma:
-                self.chroma[idx] = chroma_from_power(power, cfg)
+            self.mel[idx], self.chroma[idx] = frame_spectra(self._audio, f0 - self._start // hl, f1 - f0, cfg)
             self.n_frames = f1
             keep = (f1 - frames_per_side(cfg)) * hl - self._start  # where the next update's slice starts
             self._audio = self._audio[keep:]
@@ -120,18 +109,6 @@ class FrameCache:
                              f"{self.n_frames}))")
         idx = np.arange(f0, f1) % self.capacity
         return self.mel[idx], self.chroma[idx]
-
-
-def window_gain(y: np.ndarray, cfg: FeatureConfig) -> float:
-    """The power gain (amplitude squared) :func:`~ser_edge.runtime.features.gain_normalise`
-    applies to ``y``; 1 when the config has no gain normalisation."""
-    if cfg.gain_norm_db is None:
-        return 1.0
-    level = active_level(y, cfg.sample_rate)
-    if level <= 0.0:
-        return 1.0
-    gain_db = min(cfg.gain_norm_db - 10.0 * math.log10(level), MAX_GAIN_DB)
-    return 10.0 ** (gain_db / 10.0)
 
 
 def assemble(mel: np.ndarray, chroma: Optional[np.ndarray], cfg: FeatureConfig, clamp_ref: Optional[float] = None,
@@ -161,11 +138,8 @@ def window_features(cache: FrameCache, y: np.ndarray, start: int, cfg: FeatureCo
     mel[left:right], chroma[left:right] = cache.take(f0 + left, f0 + right)
     for a, b in ((0, left), (right, n)):
         if b > a:
-            power = frame_power(y, a, b - a, cfg)
-            mel[a:b] = mel_power(power, cfg)
-            if cfg.n_chroma:
-                chroma[a:b] = chroma_from_power(power, cfg)
-    return assemble(mel * window_gain(y, cfg), chroma, cfg, stats=stats)
+            mel[a:b], chroma[a:b] = frame_spectra(y, a, b - a, cfg)
+    return assemble(mel * power_gain(y, cfg), chroma, cfg, stats=stats)
 
 
 def causal_support(cfg: FeatureConfig) -> Optional[str]:

@@ -118,6 +118,10 @@ def too_long_error(name: str, seconds: float) -> AudioError:
 def as_mono_float(y: np.ndarray) -> np.ndarray:
     """Accept ``(n,)`` or ``(n, channels)`` float or integer PCM. ``-> (n,) float32`` in [-1, 1]."""
     y = np.asarray(y)
+    if y.dtype == np.float32 and y.ndim == 1 and y.flags.c_contiguous:  # a stream's usual chunk: checks only
+        if not np.isfinite(y).all():
+            raise AudioError("waveform contains NaN or infinite samples")
+        return y
     if np.issubdtype(y.dtype, np.signedinteger):
         # int16 from a microphone or a WAV library; wider ints scaled by their own range.
         y = y.astype(np.float64) / float(-np.iinfo(y.dtype).min)

@@ -59,8 +59,7 @@ from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
-from .features import chroma_from_power, mel_power
-from .frontend import FrameCache, assemble, causal_support, frame_power, frames_per_side, window_features
+from .frontend import FrameCache, assemble, causal_support, frame_spectra, frames_per_side, window_features
 from .metadata import MetadataError
 from .recognizer import MIN_DURATION_S, SILENCE_PEAK, Prediction, as_mono_float, make_prediction, softmax, timing_dict
 from .vad import SpeechGate
@@ -251,7 +250,7 @@ class Stream:
 
     def _edge_span(self) -> int:
         """Samples the stateful mode's incomplete frames span (with the slice margin of
-        :func:`~ser_edge.runtime.frontend.frame_power`): a few frames, not a window."""
+        :func:`~ser_edge.runtime.frontend.frame_spectra`): a few frames, not a window."""
         return (2 * frames_per_side(self.cfg) + 2) * self.cfg.hop_length + self.cfg.n_fft
 
     def _emit(self, final: bool = False) -> Prediction:
@@ -352,9 +351,8 @@ class Stream:
         count = newest - first + 1
         start = self.total - len(y)  # stream sample of y[0]
         a = max((first - frames_per_side(cfg)) * hl, -(-start // hl) * hl)  # on the frame grid
-        power = frame_power(y[a - start:], first - a // hl, count, cfg)
-        chroma = chroma_from_power(power, cfg) if cfg.n_chroma else np.zeros((count, 0))
-        feats = self._causal(mel_power(power, cfg), chroma, first)
+        mel, chroma = frame_spectra(y[a - start:], first - a // hl, count, cfg)
+        feats = self._causal(mel, chroma, first)
         t1 = time.perf_counter()
         state = (self._state[0][:, i:i + 1], self._state[1][:, i:i + 1])
         logits, _ = self._steps.step(feats[None], state)

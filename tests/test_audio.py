@@ -529,3 +529,21 @@ def test_downmix_is_the_channel_mean_bit_for_bit(channels, dtype):
     mono = _downmix(frames)
     assert mono.dtype == np.float32 and mono.shape == (5000,)
     np.testing.assert_array_equal(mono, frames.mean(axis=1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_pcm16_fast_path_equals_decode_then_downmix(tmp_path, channels):
+    """16-bit PCM is down-mixed in the integer domain (no (n, channels) float intermediate); the
+    result must be bit for bit what decoding every channel and taking their float32 mean gives,
+    full-scale extremes included."""
+    from ser_edge.runtime.audio import WAVE_FORMAT_PCM, _decode, _downmix
+
+    rng = np.random.default_rng(channels)
+    pcm = rng.integers(-32768, 32768, (7001, channels)).astype("<i2")
+    pcm[:3] = [[-32768] * channels, [32767] * channels, [-32768, 32767] * (channels // 2) + [0] * (channels % 2)]
+    path = tmp_path / "x.wav"
+    path.write_bytes(riff(chunk(b"fmt ", fmt_body(PCM, channels, SR, 16)) + chunk(b"data", pcm.tobytes())))
+    expected = _downmix(_decode(pcm.tobytes(), WAVE_FORMAT_PCM, channels, 16))
+    y, sr = read_wav(path)
+    assert sr == SR and y.dtype == np.float32
+    np.testing.assert_array_equal(y, expected)

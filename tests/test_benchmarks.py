@@ -249,10 +249,18 @@ def test_smoke_run_writes_every_section(tiny_export, tmp_path):
     assert "48 kHz stereo WAVs" in proc.stdout and "WAV → label, 44.1 kHz stereo" in proc.stdout
 
     stream = {r["model"]: r for r in res["streaming"]["rows"]}
-    assert set(stream) == {name for name, r in e2e.items() if r["kind"] == "runtime"}
+    uni = "unidirectional LSTM (stream-lstm-ravdess.npz, numpy)"  # the stateful mode's model
+    assert set(stream) == {name for name, r in e2e.items() if r["kind"] == "runtime"} | {uni}
+    assert stream[uni]["mode"] == "stateful"
     for r in stream.values():
         assert r["window_cpu_ms_per_audio_s"] > 0 and r["mode_cpu_ms_per_audio_s"] > 0 and r["hops"] > 0
     assert "Streaming (listen): CPU per second of audio" in proc.stdout
+    before = res["streaming"]["before_issue_10"]  # listen at the commit issue 10 measured, from git
+    if "error" not in before:
+        assert before["ratio"] > 0 and before["mode_now"] == "stateful"
+        assert "listen now vs listen when issue 10 was filed" in proc.stdout
+    else:
+        assert "cannot read commit" in before["error"]
 
 
 @pytest.mark.slow
@@ -268,3 +276,53 @@ def test_ser_edge_bench_cold_start_memory_is_the_childs_own(tiny_export):
     del ballast
     assert report["heavy_modules_loaded"] == []
     assert 1 < report["peak_rss_mb"] < 200, report["peak_rss_mb"]
+
+
+def test_feature_section_compares_the_whole_feature_set(bench):
+    """For a model with more than MFCC (the shipped one: 40 MFCC + 12 gated chroma, gain
+    normalised) the MFCC section also times ``raw_features`` against the usual stack's librosa
+    calls, and the two must compute the same features (else the ratio would compare different work)."""
+    pytest.importorskip("librosa")
+    from ser_edge.runtime.features import FeatureConfig
+    from ser_edge.runtime.signals import speechlike
+
+    fc = FeatureConfig(n_fft=1024, win_length=1024, hop_length=512, window="hann", n_mels=64, n_mfcc=40,
+                       top_db=40.0, n_chroma=12, gain_norm_db=-25.0).to_dict()
+    waves = [speechlike(1.5 + 0.5 * i, 16000, seed=i) * 0.05 for i in range(2)]
+    res = bench.bench_mfcc(waves, fc, repeat=1)
+    f = res["features"]
+    assert f["n_features"] == 52 and f["max_rel_diff"] < 1e-4
+    assert f["numpy"]["wall_ms"]["median"] > 0 and f["ratio_librosa_over_numpy"]["wall"] > 0
+    title, _, rows = bench.mfcc_table({"mfcc": res, "clock": "cpu"})
+    assert any("all 52 model features" in r[0] for r in rows)
+    plain = bench.bench_mfcc(waves, FeatureConfig(schema_version=1).to_dict(), repeat=1)
+    assert "features" not in plain  # MFCC only: the first rows already say it all
+
+
+def test_listen_before_runs_a_commit_from_git_beside_this_checkout(tmp_path):
+    """``benchmarks/listen_before.py`` lays a commit out as the installed package and streams the
+    same audio through it and through this checkout, each in its own process. Checked with HEAD
+    as the "old" commit (always present): both sides must then give the same labels; a missing
+    commit is a one-line error, not a traceback."""
+    import shutil
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout")
+    sys.path.insert(0, str(RUN.parent))
+    try:
+        import listen_before as lb
+    finally:
+        sys.path.remove(str(RUN.parent))
+    from ser_edge.runtime.signals import speechlike
+
+    y = np.concatenate([speechlike(3.0, 16000, seed=s) * 0.1 for s in range(2)]).astype(np.float32)
+    audio = tmp_path / "audio.npy"
+    np.save(audio, y)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = lb.old_tree("HEAD", tmp_path / "old"), lb.new_tree(tmp_path / "new")
+    row = lb.compare(lb.DEFAULT_MODEL, old, new, audio, len(y) / 16000, repeat=1)
+    assert row["predictions"][0] == row["predictions"][1] > 0
+    assert row["mode_now"] == "stateful" and row["before_ms_per_audio_s"] > 0
+    with pytest.raises(SystemExit, match="cannot read commit"):
+        lb.old_tree("0" * 40, tmp_path / "new")

@@ -355,3 +355,52 @@ def test_classify_features_is_the_one_inference_step(exported, speechlike):
     assert pred.label == rec.labels[int(np.argmax(reported))] and (pred.start_s, pred.end_s) == (1.0, 2.5)
     assert pred.timing["rtf"] == pytest.approx(pred.timing["total_ms"] / 1e3 / 0.5)
     np.testing.assert_array_equal(rec.predict(speechlike).logits, direct)  # predict: the same step
+
+
+@pytest.mark.parametrize("n_layers,directions,batch,steps", [(1, 1, 1, 1), (2, 1, 1, 7), (3, 2, 3, 5), (3, 1, 2, 2)])
+def test_wavefront_stack_equals_layer_by_layer(n_layers, directions, batch, steps):
+    """The numpy LSTM advances all layers of a stack in one wavefront (layer l runs step k - l at
+    iteration k); it must equal the textbook order, one layer over all steps then the next, from
+    a non-zero state, whatever the layer count, directions, batch and length (ramp-up and
+    ramp-down iterations included)."""
+    from ser_edge.runtime.backends.numpy_lstm import LSTMLayer, LSTMStack, lstm_stack_state
+
+    rng = np.random.default_rng(n_layers * 10 + steps)
+    hid, n_in = 6, 4
+
+    def layer(fan_in):
+        return LSTMLayer.from_torch(*[(rng.standard_normal((4 * hid, fan_in)), rng.standard_normal((4 * hid, hid)),
+                                       rng.standard_normal(4 * hid), rng.standard_normal(4 * hid))
+                                      for _ in range(directions)])
+
+    stack = LSTMStack.of([layer(n_in if k == 0 else hid) for k in range(n_layers)])
+    x = rng.standard_normal((directions, batch, steps, n_in)).astype(np.float32)
+    h0 = rng.standard_normal((n_layers, directions, batch, hid)).astype(np.float32)
+    c0 = rng.standard_normal((n_layers, directions, batch, hid)).astype(np.float32)
+    h0_before, c0_before = h0.copy(), c0.copy()
+    out, h_end, c_end = lstm_stack_state(x, stack, h0, c0)
+    np.testing.assert_array_equal(h0, h0_before)  # the caller's state is not touched
+    np.testing.assert_array_equal(c0, c0_before)
+
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    seq = x.astype(np.float64)
+    for k, lay in enumerate(stack.layers):
+        # undo the load-time halving of the i, f, o rows to get PyTorch's gates back
+        unscale = np.full(4 * hid, 2.0)
+        unscale[2 * hid:3 * hid] = 1.0
+        h, c, outs = h0[k].astype(np.float64), c0[k].astype(np.float64), []
+        for t in range(steps):
+            z = (seq[:, :, t] @ lay.w_ih + h @ lay.w_hh + lay.b[:, 0]) * unscale
+            i, f, o = sig(z[..., :hid]), sig(z[..., hid:2 * hid]), sig(z[..., 3 * hid:])
+            g = np.tanh(z[..., 2 * hid:3 * hid])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            outs.append(h)
+        seq = np.stack(outs, axis=2)
+        np.testing.assert_allclose(h_end[k], h, atol=2e-5)
+        np.testing.assert_allclose(c_end[k], c, atol=2e-5)
+    np.testing.assert_allclose(out, seq, atol=2e-5)
+    last, h_last, c_last = lstm_stack_state(x, stack, h0, c0, all_steps=False)  # a stepper's call
+    np.testing.assert_array_equal(last, out[:, :, -1:])
+    np.testing.assert_array_equal(h_last, h_end)
+    np.testing.assert_array_equal(c_last, c_end)

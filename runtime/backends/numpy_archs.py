@@ -16,11 +16,11 @@ backend dispatches on) and their weight loaders in :data:`.numpy_lstm.ARCH_WEIGH
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from .numpy_lstm import ARCH_WEIGHTS, ARCHITECTURES, LSTMLayer, _stack, _weight, lstm_stack
+from .numpy_lstm import ARCH_WEIGHTS, ARCHITECTURES, LSTMStack, _stack, _weight, lstm_stack
 
 #: npz header key of ``conv_lstm`` files: the number of conv blocks (``conv0`` .. ``conv{N-1}``).
 CONV_LAYERS_KEY = "__conv_layers__"
@@ -141,7 +141,7 @@ def conv_lstm_weights(arrays: Mapping[str, np.ndarray], num_layers: int, n_featu
         convs.append((conv_weight(cw), _f32(_weight(arrays, f"conv{i}.b", (cw.shape[0],)))))
         c_in = cw.shape[0]
     hidden = _weight(arrays, "lstm.l0.W_hh", (-1, -1)).shape[1]
-    layers: List[LSTMLayer] = _stack(arrays, ("lstm",), num_layers, c_in, hidden)
+    layers: LSTMStack = _stack(arrays, ("lstm",), num_layers, c_in, hidden)
     return {"convs": convs, "lstm": layers, **_attention_and_head(arrays, hidden, 2 * hidden, n_classes)}
 
 

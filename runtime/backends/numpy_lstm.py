@@ -13,7 +13,10 @@ The input projection ``W_ih x_t + b`` is one matmul over all timesteps; only the
 loops over time. ``sigmoid(x) = (1 + tanh(x / 2)) / 2``, so the i, f, o rows are pre-scaled by
 1/2 at load time and one ``tanh`` per step evaluates all four gates (and never overflows).
 The BiLSTM's forward and backward stacks run side by side in one loop (a leading direction
-axis), halving the Python overhead that dominates at batch 1.
+axis), and the layers of a stack advance together as a wavefront (:class:`LSTMStack`: layer l
+runs step k - l at iteration k, all layers in one matmul and one set of gate operations), so
+the Python overhead that dominates at batch 1 is paid once per step, not once per step, layer
+and direction. Buffers are allocated once per call and every numpy call writes into them.
 
 File layout: ``ser_edge.export.numpy_export`` (``__format__ = "ser-edge-npz"``, version 1).
 """
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from functools import lru_cache
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -69,37 +73,132 @@ class LSTMLayer:
         return self.w_hh.shape[1]
 
 
-def lstm_layer(x: np.ndarray, layer: LSTMLayer) -> np.ndarray:
-    """Run one layer from zero state. ``(D, B, T, in) float32 -> (D, B, T, H) float32``."""
-    d, b, _, _ = x.shape
-    zeros = np.zeros((d, b, layer.hidden_size), dtype=np.float32)
-    return lstm_layer_state(x, layer, zeros, zeros)[0]
+@dataclass(frozen=True)
+class LSTMStack:
+    """Stacked layers of one hidden size, with their recurrences laid out for a *wavefront*:
+    at iteration ``k`` layer ``l`` runs its step ``k - l``, which needs layer ``l - 1``'s output
+    of iteration ``k - 1`` and its own state, so all layers advance in one matmul of the
+    concatenated hidden states ``[h_1 .. h_L] (L*H)`` by ``w_rec (D, L*H, L*4H)`` (block
+    ``(l, l)`` = layer l's ``w_hh``, block ``(l - 1, l)`` = its ``w_ih``) and one set of gate
+    operations. At batch 1 a step costs numpy-call overhead, not arithmetic, so two layers cost
+    about what one did. ``b_rec (D, 1, L*4H)``: the biases of layers 2..L (layer 1's rides on
+    its input projection, computed for all steps at once)."""
+
+    layers: Tuple[LSTMLayer, ...]
+    w_rec: np.ndarray
+    b_rec: np.ndarray
+
+    @classmethod
+    def of(cls, layers: Sequence[LSTMLayer]) -> LSTMStack:
+        d, h = layers[0].w_hh.shape[0], layers[0].hidden_size
+        if any(layer.hidden_size != h for layer in layers):
+            raise ValueError("the layers of a stack must share one hidden size")
+        n = len(layers)
+        w_rec = np.zeros((d, n * h, n * 4 * h), dtype=np.float32)
+        b_rec = np.zeros((d, 1, n * 4 * h), dtype=np.float32)
+        for k, layer in enumerate(layers):
+            cols = slice(4 * h * k, 4 * h * (k + 1))
+            w_rec[:, h * k:h * (k + 1), cols] = layer.w_hh
+            if k:
+                w_rec[:, h * (k - 1):h * k, cols] = layer.w_ih
+                b_rec[:, :, cols] = layer.b[:, 0]
+        return cls(tuple(layers), w_rec, b_rec)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.layers[0].hidden_size
 
 
-def lstm_layer_state(x: np.ndarray, layer: LSTMLayer, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Run one layer from state ``h``, ``c`` ``(D, B, H) float32``.
-    ``(D, B, T, in) -> (out (D, B, T, H), final c (D, B, H))``; the final h is ``out[:, :, -1]``.
+def lstm_stack_state(x: np.ndarray, stack: LSTMStack, h0: np.ndarray, c0: np.ndarray,
+                     all_steps: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run a stack from state ``h0``, ``c0`` ``(L, D, B, H) float32`` (left unchanged).
+    ``(D, B, T, in) -> (last layer's output (D, B, T, H), final h (L, D, B, H), final c)``;
+    with ``all_steps=False`` the output holds the last step only ``(D, B, 1, H)`` (a stream's
+    stepper needs no more, and storing every step is one more numpy call per step).
     Running T1 then T2 steps from the returned state equals running T1 + T2 steps at once, to
     float rounding (OpenBLAS rounds a matmul's rows differently for different row counts)."""
+    n_layers, h_size = len(stack), stack.hidden_size
     d, b, t, _ = x.shape
-    h_size = layer.hidden_size
-    xp = x @ layer.w_ih[:, None] + layer.b  # (D, B, T, 4H): every timestep's input projection at once
-    out = np.empty((d, b, t, h_size), dtype=np.float32)
-    gi, gf, gg, go = (slice(k * h_size, (k + 1) * h_size) for k in range(4))
-    for step in range(t):
-        z = np.tanh(xp[:, :, step] + h @ layer.w_hh)  # (D, B, 4H): tanh(x/2) for i, f, o; tanh(x) for g
-        s = 0.5 * z + 0.5  # sigmoid for i, f, o (the g block of s is unused)
-        c = s[..., gf] * c + s[..., gi] * z[..., gg]
-        h = s[..., go] * np.tanh(c)
-        out[:, :, step] = h
-    return out, c
+    # fresh C-ordered copies (updated in place; h0 and c0 may even be one array)
+    hs = np.array(h0.transpose(1, 2, 0, 3), dtype=np.float32, order="C")  # (D, B, L, H)
+    cs = np.array(c0.transpose(1, 2, 0, 3), dtype=np.float32, order="C")
+    out = np.empty((d, b, t if all_steps else min(t, 1), h_size), dtype=np.float32)
+    if t == 0:
+        return out, hs.transpose(2, 0, 1, 3).copy(), cs.transpose(2, 0, 1, 3).copy()
+    first = stack.layers[0]
+    n_iter, width = t + n_layers - 1, 4 * h_size
+    # What each iteration adds to the recurrent matmul: layer 1's input projection (all steps at
+    # once) and the biases of layers 2..L, laid out per iteration (D, B, T + L - 1, L*4H).
+    add = np.empty((d, b, n_iter, n_layers * width), dtype=np.float32)
+    add[...] = stack.b_rec[:, :, None, :]
+    np.matmul(x, first.w_ih[:, None], out=add[:, :, :t, :width])
+    add[:, :, :t, :width] += first.b
+    # Every numpy call writes into buffers allocated once (at batch 1 allocation is a good part
+    # of a step's cost), and one affine pass turns tanh(z) into the gates: sigmoid(x) =
+    # (1 + tanh(x / 2)) / 2 for i, f, o (rows pre-halved at load time), tanh for g.
+    scale, shift = _gate_affine(h_size)
+    z = np.empty((d, b, n_layers, width), dtype=np.float32)
+    ig = np.empty((d, b, n_layers, h_size), dtype=np.float32)
+    h_flat = hs.reshape(d, b, n_layers * h_size)
+    views = lambda lo, hi: _wavefront_views(h_flat, stack.w_rec, z, cs, hs, ig, lo, hi)  # noqa: E731
+    steady = views(0, n_layers - 1)
+    last = hs[:, :, n_layers - 1]
+    for k in range(n_iter):
+        lo, hi = max(0, k - t + 1), min(n_layers - 1, k)  # the layers with a step at this iteration
+        full = lo == 0 and hi == n_layers - 1
+        h_in, w, zk, cols, gates, (gi, gf, gg, go), c, h, prod = steady if full else views(lo, hi)
+        np.matmul(h_in, w, out=zk)
+        zk += add[:, :, k, cols]
+        np.tanh(zk, out=zk)
+        gates *= scale
+        gates += shift
+        np.multiply(gi, gg, out=prod)
+        c *= gf
+        c += prod
+        np.tanh(c, out=h)
+        h *= go
+        if hi == n_layers - 1 and (all_steps or k == n_iter - 1):
+            out[:, :, k - hi if all_steps else 0] = last
+    return out, hs.transpose(2, 0, 1, 3).copy(), cs.transpose(2, 0, 1, 3).copy()
 
 
-def lstm_stack(x: np.ndarray, layers: List[LSTMLayer]) -> np.ndarray:
-    """Stacked layers. ``(D, B, T, in) -> (D, B, T, H)``."""
-    for layer in layers:
-        x = lstm_layer(x, layer)
-    return x
+def _wavefront_views(h_flat: np.ndarray, w_rec: np.ndarray, z: np.ndarray, cs: np.ndarray, hs: np.ndarray,
+                     ig: np.ndarray, lo: int, hi: int) -> Tuple[Any, ...]:
+    """Views of the buffers for an iteration where layers ``lo..hi`` step: the hidden states they
+    read (layers ``lo - 1 .. hi``), their block of ``w_rec``, their gate pre-activations (flat,
+    its column slice, per layer, and the four gates i, f, g, o), cell and hidden states and the
+    i * g scratch."""
+    h_size, width = hs.shape[-1], z.shape[-1]
+    rows = slice(max(lo - 1, 0) * h_size, (hi + 1) * h_size)
+    cols = slice(lo * width, (hi + 1) * width)
+    d, b = z.shape[:2]
+    gates = z[:, :, lo:hi + 1]
+    split = tuple(gates[..., k * h_size:(k + 1) * h_size] for k in range(4))
+    return (h_flat[..., rows], w_rec[:, rows, cols], z.reshape(d, b, -1)[..., cols], cols, gates, split,
+            cs[:, :, lo:hi + 1], hs[:, :, lo:hi + 1], ig[:, :, lo:hi + 1])
+
+
+@lru_cache(maxsize=8)
+def _gate_affine(h_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(scale, shift)``, each ``(4H,) float32``: ``tanh(z) * scale + shift`` is sigmoid for the
+    i, f, o blocks (0.5, 0.5) and tanh for the g block (1, 0)."""
+    scale = np.full(4 * h_size, 0.5, dtype=np.float32)
+    scale[2 * h_size:3 * h_size] = 1.0
+    shift = scale.copy()
+    shift[2 * h_size:3 * h_size] = 0.0
+    scale.setflags(write=False)
+    shift.setflags(write=False)
+    return scale, shift
+
+
+def lstm_stack(x: np.ndarray, stack: LSTMStack) -> np.ndarray:
+    """Stacked layers from zero state. ``(D, B, T, in) -> (D, B, T, H)``."""
+    d, b = x.shape[:2]
+    zeros = np.zeros((len(stack), d, b, stack.hidden_size), dtype=np.float32)
+    return lstm_stack_state(x, stack, zeros, zeros)[0]
 
 
 def reverse_index(lengths: np.ndarray, t: int) -> np.ndarray:
@@ -156,7 +255,7 @@ def _weight(arrays: Mapping[str, np.ndarray], key: str, shape: Tuple[int, ...]) 
 
 
 def _stack(arrays: Mapping[str, np.ndarray], names: Tuple[str, ...], num_layers: int, n_in: int,
-           hidden: int) -> List[LSTMLayer]:
+           hidden: int) -> LSTMStack:
     """Layers ``{name}.l{k}.W_ih/W_hh/b_ih/b_hh``, k in 0..num_layers-1, one direction per name;
     shapes checked so a bad file fails here, not inside a matmul."""
     layers = []
@@ -165,7 +264,7 @@ def _stack(arrays: Mapping[str, np.ndarray], names: Tuple[str, ...], num_layers:
                   "b_ih": (4 * hidden,), "b_hh": (4 * hidden,)}
         layers.append(LSTMLayer.from_torch(*(tuple(_weight(arrays, f"{name}.l{k}.{p}", shape)
                                                    for p, shape in shapes.items()) for name in names)))
-    return layers
+    return LSTMStack.of(layers)
 
 
 def weights_from_arrays(arrays: Mapping[str, np.ndarray], arch: str, num_layers: int, n_features: int,
@@ -253,7 +352,7 @@ class NumpyStepper:
     def __init__(self, weights: Mapping[str, Any], n_features: int, n_classes: int) -> None:
         self.weights, self.n_features, self.n_classes = weights, n_features, n_classes
         self.num_layers = len(weights["lstm"])
-        self.hidden_size = weights["lstm"][0].hidden_size
+        self.hidden_size = weights["lstm"].hidden_size
 
     def zero_state(self, batch: int = 1) -> State:
         shape = (self.num_layers, batch, self.hidden_size)
@@ -267,14 +366,9 @@ class NumpyStepper:
         if h0.shape != (self.num_layers, x.shape[0], self.hidden_size) or c0.shape != h0.shape:
             raise ValueError(f"state must be 2 x {(self.num_layers, x.shape[0], self.hidden_size)}, "
                              f"got {h0.shape} and {c0.shape}")
-        hs, cs = [], []
-        for k, layer in enumerate(self.weights["lstm"]):
-            out, c = lstm_layer_state(x[None], layer, h0[k][None], c0[k][None])
-            x = out[0]
-            hs.append(x[:, -1])
-            cs.append(c[0])
-        logits = x[:, -1] @ self.weights["head_w"] + self.weights["head_b"]
-        return logits.astype(np.float32), (np.stack(hs), np.stack(cs))
+        out, h, c = lstm_stack_state(x[None], self.weights["lstm"], h0[:, None], c0[:, None], all_steps=False)
+        logits = out[0, :, -1] @ self.weights["head_w"] + self.weights["head_b"]
+        return logits.astype(np.float32), (h[:, 0], c[:, 0])
 
 
 #: Most bytes an ``.npz`` model may hold once decompressed (all members together): 16M float32

@@ -6,7 +6,7 @@ computes on this machine, for tests/arm/ to compare against on emulated aarch64.
 Writes into OUT_DIR (inside the rootfs; never into the repository):
 
 * ``wavs/*.wav`` - 3 clips (2 s): real RAVDESS speech when ``--data`` exists, else synthetic
-  speech-like signals. One is stored at 22.05 kHz so the device resamples it.
+  speech-like signals. One is stored as 44.1 kHz stereo so the device down-mixes and resamples it.
 * ``models/<arch>/`` - ``ser_edge.export.export_all`` output (fp32 + int8 ONNX, ``.npz``,
   fp32 + int8 ``.tflite`` when TensorFlow is installed here), for every architecture by default.
 * ``reference.npz`` - ``wave/<clip>`` (:func:`read_wav`), ``audio/<clip>`` (at the model rate),
@@ -36,8 +36,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 LABELS = ["neutral", "happy", "sad", "angry"]
-#: (label, RAVDESS emotion code, stored sample rate): one clip per class, one needs resampling.
-CLIPS = [("neutral", 1, 16000), ("happy", 3, 16000), ("angry", 5, 22050)]
+#: (label, RAVDESS emotion, sample rate, channels): the 44.1 kHz stereo clip exercises the 16-bit
+#: stereo down-mix and a common resampling ratio.
+CLIPS = [("neutral", 1, 16000, 1), ("happy", 3, 16000, 1), ("angry", 5, 44100, 2)]
 CLIP_SECONDS = 2.0
 MODEL_EXTS = (".onnx", ".npz", ".tflite")
 
@@ -68,6 +69,19 @@ def middle(y: np.ndarray, seconds: float, sr: int) -> np.ndarray:
     return y[start:start + n]
 
 
+def write_multichannel(path: Path, channels: List[np.ndarray], sr: int) -> None:
+    """16-bit PCM WAV with one column per channel (the runtime writes mono only)."""
+    import wave
+
+    from ser_edge.runtime.audio import to_pcm16
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(len(channels))
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(np.stack([to_pcm16(c) for c in channels], axis=1).tobytes())
+
+
 def write_clips(out: Path, data: Path) -> List[dict]:
     """Write the clips as 16-bit WAVs; returns ``[{name, wav, label, sample_rate, source}]``."""
     from ser_edge.runtime.audio import resample, write_wav
@@ -76,12 +90,15 @@ def write_clips(out: Path, data: Path) -> List[dict]:
     log(f"clips from {'RAVDESS ' + str(data) if real else 'synthetic speech-like signals'}")
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     clips = []
-    for i, (label, emotion, sr) in enumerate(CLIPS):
+    for i, (label, emotion, sr, channels) in enumerate(CLIPS):
         y = middle(ravdess_clip(data, emotion) if real else synthetic_clip(i), CLIP_SECONDS, 16000)
         if sr != 16000:
             y = resample(y, 16000, sr)
         wav = f"wavs/{i}-{label}-{sr}.wav"
-        write_wav(out / wav, y, sr)
+        if channels == 1:
+            write_wav(out / wav, y, sr)
+        else:  # the other channels quieter and delayed, so the down-mix is not a copy of one
+            write_multichannel(out / wav, [np.roll(y, 7 * c) * (1.0 - 0.2 * c) for c in range(channels)], sr)
         source = f"RAVDESS Actor_01 emotion {emotion:02d}" if real else "synthetic"
         clips.append({"name": f"{i}-{label}", "wav": wav, "label": label, "sample_rate": sr, "source": source})
     return clips
