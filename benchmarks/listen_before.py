@@ -10,7 +10,8 @@ old code itself, taken from git::
     python benchmarks/listen_before.py [MODEL ...] [--commit e66fcec] [--data DIR] [--clips 48] [--repeat 3]
 
 MODEL defaults to ``tests/data/stream-lstm-ravdess.npz`` (a trained unidirectional LSTM, schema-1
-MFCC features, which both versions read). The old tree is extracted with ``git archive`` into a
+MFCC features, which both versions read); ``tests/data/stream-lstm-ravdess.int8.onnx`` is the same
+model for onnxruntime (its stateful graph beside it). The old tree is extracted with ``git archive`` into a
 temporary directory and laid out as the installed package (``ser_edge``, ``ser_edge.runtime``,
 ``ser_edge.export``). Each measurement is a fresh subprocess (the two versions share a package
 name) that loads the model, streams 5 s untimed, then times (user + system CPU of the process)

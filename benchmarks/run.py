@@ -62,8 +62,10 @@ from ser_edge.runtime.signals import speechlike  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-#: A trained unidirectional LSTM (the shipped model is not one): the stateful streaming mode's model.
-UNIDIRECTIONAL = REPO / "tests" / "data" / "stream-lstm-ravdess.npz"
+#: A trained unidirectional LSTM (the shipped model is not one), the stateful streaming mode's
+#: model: numpy and int8 ONNX (with its ``.int8.stream.onnx`` graph beside it).
+UNIDIRECTIONAL = {"numpy": REPO / "tests" / "data" / "stream-lstm-ravdess.npz",
+                  "onnxruntime int8": REPO / "tests" / "data" / "stream-lstm-ravdess.int8.onnx"}
 DEFAULT_MODEL_DIR = REPO / "models"
 DEFAULT_JSON = REPO / "runs" / "bench" / "benchmarks.json"
 SHARED_DATA = Path(os.environ.get("SER_EDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -571,17 +573,19 @@ def bench_streaming(pipes: List[Pipeline], waves: List[np.ndarray], sr: int, rep
     from _stream import bench_stream
 
     models = {p.name: Path(p.model) for p in pipes if p.kind == "runtime"}
-    if UNIDIRECTIONAL.exists() and sr == 16000:  # the stateful mode needs a unidirectional LSTM
-        models[f"unidirectional LSTM ({UNIDIRECTIONAL.name}, numpy)"] = UNIDIRECTIONAL
+    uni = {name: path for name, path in UNIDIRECTIONAL.items() if path.exists()} if sr == 16000 else {}
+    for backend, path in uni.items():  # the stateful mode needs a unidirectional LSTM
+        models[f"unidirectional LSTM ({path.name}, {backend})"] = path
     out = bench_stream(models, waves, sr, repeat)
-    if UNIDIRECTIONAL.exists() and sr == 16000:
-        out["before_issue_10"] = listen_before(waves, repeat)
+    if uni:
+        out["before_issue_10"] = listen_before(list(uni.values()), waves, repeat)
     return out
 
 
-def listen_before(waves: List[np.ndarray], repeat: int) -> Dict[str, Any]:
-    """``listen`` on the unidirectional LSTM now vs the code issue 10 measured (``listen_before.py``:
-    that commit from git, each side in its own process). ``{"error": why}`` without the commit."""
+def listen_before(models: List[Path], waves: List[np.ndarray], repeat: int) -> Dict[str, Any]:
+    """``listen`` on each unidirectional LSTM now vs the code issue 10 measured
+    (``listen_before.py``: that commit from git, each side in its own process).
+    ``{"error": why}`` without the commit."""
     import listen_before as lb
 
     y = np.concatenate([np.asarray(w, dtype=np.float32) for w in waves])
@@ -591,10 +595,10 @@ def listen_before(waves: List[np.ndarray], repeat: int) -> Dict[str, Any]:
             old, new = lb.old_tree(lb.ISSUE_10_BASE, tmp_path), lb.new_tree(tmp_path)
             audio = tmp_path / "audio.npy"
             np.save(audio, y)
-            row = lb.compare(UNIDIRECTIONAL, old, new, audio, len(y) / 16000, repeat)
+            rows = [lb.compare(m, old, new, audio, len(y) / 16000, repeat) for m in models]
     except (SystemExit, subprocess.CalledProcessError) as e:
         return {"error": str(e)}
-    return {"commit": lb.ISSUE_10_BASE, "audio_s": len(y) / 16000, **row}
+    return {"commit": lb.ISSUE_10_BASE, "audio_s": len(y) / 16000, "rows": rows}
 
 
 # ------------------------------------------------------------------------------------------
@@ -830,9 +834,9 @@ def listen_before_table(res: Dict[str, Any]) -> Optional[Table]:
     b = res["streaming"].get("before_issue_10")
     if not b or "error" in b:
         return None
-    rows = [[Path(b["model"]).name, f"{b['before_ms_per_audio_s']:.2f} ms", f"{b['now_ms_per_audio_s']:.2f} ms",
-             b["mode_now"], fmt_ratio(b["ratio"], "less", "more"),
-             "-" if b["same_labels"] is None else f"{100 * b['same_labels']:.1f}%"]]
+    rows = [[Path(r["model"]).name, f"{r['before_ms_per_audio_s']:.2f} ms", f"{r['now_ms_per_audio_s']:.2f} ms",
+             r["mode_now"], fmt_ratio(r["ratio"], "less", "more"),
+             "-" if r["same_labels"] is None else f"{100 * r['same_labels']:.1f}%"] for r in b["rows"]]
     return (f"listen now vs listen when issue 10 was filed (commit {b['commit']}, run from git in its own process): "
             f"CPU per second of audio, same model and {b['audio_s']:.0f} s of speech",
             ["model", "listen then (window recomputed every hop)", "listen now", "mode now", "ratio",

@@ -613,13 +613,18 @@ def load_audio(src: PathOrFile, sample_rate: int, max_seconds: float = MAX_SECON
         raise AudioError(f"{_name(src)}: not enough memory to resample {len(y) / sr:.0f} s of audio") from None
 
 
+def peak(y: np.ndarray) -> float:
+    """``max |y|`` of a non-empty ``(n,)`` array without an ``|y|`` copy (two reductions)."""
+    return max(float(y.max()), -float(y.min()))
+
+
 def check_waveform(y: np.ndarray, sample_rate: int, name: str = "audio") -> None:
     """THE usability check for a clip, shared by the runtime (``predict``, ``listen``) and the
     training data path (``FeatureStore``, ``data info``): refuse audio a model cannot
     meaningfully classify or learn from. Raises :class:`AudioError` (too short, silent)."""
     if len(y) < MIN_DURATION_S * sample_rate:
         raise AudioError(f"{name}: too short ({len(y) / sample_rate:.3f} s; need at least {MIN_DURATION_S} s)")
-    if max(float(y.max()), -float(y.min())) < SILENCE_PEAK:  # the peak |y| without an |y| copy
+    if peak(y) < SILENCE_PEAK:
         raise AudioError(f"{name}: silent (peak below -80 dBFS); nothing to classify")
 
 

@@ -91,16 +91,31 @@ class FrameCache:
 
     def update(self) -> Tuple[int, int]:
         """Compute every frame whose span has arrived. Returns the new frame range ``[f0, f1)``."""
+        f0, f1, _, _ = self._update(edge=False)
+        return f0, f1
+
+    def update_with_edge(self) -> Tuple[int, int, np.ndarray, np.ndarray]:
+        """:meth:`update`, and in the same STFT call the frames not complete yet, ``[f1, total //
+        hop_length]``, their spans zero-padded past the audio's end as a clip's last frames are
+        (not cached: they are computed properly once their audio has arrived).
+        -> ``(f0, f1, edge mel (k, n_mels), edge chroma (k, n_chroma))``."""
+        return self._update(edge=True)
+
+    def _update(self, edge: bool) -> Tuple[int, int, np.ndarray, np.ndarray]:
+        cfg, hl = self.cfg, self.cfg.hop_length
         f0, f1 = self.n_frames, self.ready()
+        last = self.total // hl + 1 if edge else f1  # frames [f0, last) computed
+        mel, chroma = np.zeros((0, cfg.n_mels)), np.zeros((0, cfg.n_chroma))
+        if last > f0:
+            mel, chroma = frame_spectra(self._audio, f0 - self._start // hl, last - f0, cfg)
         if f1 > f0:
-            cfg, hl = self.cfg, self.cfg.hop_length
             idx = np.arange(f0, f1) % self.capacity
-            self.mel[idx], self.chroma[idx] = frame_spectra(self._audio, f0 - self._start // hl, f1 - f0, cfg)
+            self.mel[idx], self.chroma[idx] = mel[:f1 - f0], chroma[:f1 - f0]
             self.n_frames = f1
             keep = (f1 - frames_per_side(cfg)) * hl - self._start  # where the next update's slice starts
             self._audio = self._audio[keep:]
             self._start += keep
-        return f0, f1
+        return f0, f1, mel[f1 - f0:], chroma[f1 - f0:]
 
     def take(self, f0: int, f1: int) -> Tuple[np.ndarray, np.ndarray]:
         """Cached ``(mel (n, n_mels), chroma (n, n_chroma))`` of frames ``[f0, f1)`` (copies)."""

@@ -59,7 +59,8 @@ from typing import TYPE_CHECKING, Deque, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
-from .frontend import FrameCache, assemble, causal_support, frame_spectra, frames_per_side, window_features
+from .audio import peak
+from .frontend import FrameCache, assemble, causal_support, frames_per_side, window_features
 from .metadata import MetadataError
 from .recognizer import MIN_DURATION_S, SILENCE_PEAK, Prediction, as_mono_float, make_prediction, softmax, timing_dict
 from .vad import SpeechGate
@@ -248,28 +249,22 @@ class Stream:
             return self._ring[self._pos - n:self._pos].copy()
         return np.concatenate((self._ring[self.window - (n - self._pos):], self._ring[:self._pos]))
 
-    def _edge_span(self) -> int:
-        """Samples the stateful mode's incomplete frames span (with the slice margin of
-        :func:`~ser_edge.runtime.frontend.frame_spectra`): a few frames, not a window."""
-        return (2 * frames_per_side(self.cfg) + 2) * self.cfg.hop_length + self.cfg.n_fft
-
     def _emit(self, final: bool = False) -> Prediction:
         t0 = time.perf_counter()
         rec = self.recognizer
         stateful = self._stepper is not None
-        # the stateful mode needs only the audio its edge frames span, unless the gate looks
-        whole = final or not stateful or self.gate is not None
-        n_audio = self._filled if whole else min(self._filled, self._edge_span())
-        y = self._window(n_audio)
+        # the stateful mode needs no window of audio (its frames are cached), unless the gate looks
+        y = self._window() if final or not stateful or self.gate is not None else np.zeros(0, dtype=np.float32)
         start = self.total - self._filled
         self._last_emit = self.total
-        if self._cache is not None:
-            new = self._cache.update()  # every hop, speech or not: frames and state stay current
-            if stateful:
-                self._advance(*new)
-                self._batch_start = self.total
+        if self._cache is not None and stateful:  # every hop, speech or not: frames and state stay current
+            f0, f1, edge_mel, edge_chroma = self._frames.update_with_edge()
+            self._advance(f0, f1)
+            self._batch_start = self.total
+        elif self._cache is not None:
+            self._cache.update()
         span = dict(start_s=start / self.sample_rate, end_s=self.total / self.sample_rate)
-        silent = float(np.abs(self._ring[:self._filled]).max()) < SILENCE_PEAK  # order does not matter
+        silent = peak(self._ring[:self._filled]) < SILENCE_PEAK  # order does not matter
         if silent or (self.gate is not None and not self.gate.is_speech(y, self.sample_rate)):
             n = len(rec.labels)
             probs = self.smoother.state if self.smoother.state is not None else np.full(n, 1.0 / n)
@@ -278,7 +273,7 @@ class Stream:
         if stateful:
             i = self._emitting_state()
             span["start_s"] = self._restart_at[i] / self.sample_rate
-            logits, t1 = self._edge_logits(y, i)
+            logits, t1 = self._edge_logits(edge_mel, edge_chroma, i)
             probs = self.smoother.update(softmax(logits))
             return make_prediction(rec.labels, probs, logits, self._timing(t0, t1, time.perf_counter()), **span)
         if self.mode == "incremental" and not final and start % self.cfg.hop_length == 0:
@@ -337,22 +332,17 @@ class Stream:
         full = [i for i in (0, 1) if ages[i] >= self.window]
         return min(full, key=lambda i: (ages[i], i)) if full else max((0, 1), key=lambda i: (ages[i], -i))
 
-    def _edge_logits(self, y: np.ndarray, i: int) -> Tuple[np.ndarray, float]:
-        """Logits of state ``i`` after the frames not yet complete, zero-padded at the end of the
-        audio as :func:`~ser_edge.runtime.features.extract` pads a window's (or a clip's) end; the
-        state itself is not advanced over them: they are computed properly once their audio has
+    def _edge_logits(self, mel: np.ndarray, chroma: np.ndarray, i: int) -> Tuple[np.ndarray, float]:
+        """Logits of state ``i`` after the frames not yet complete (their mel power and chroma
+        from :meth:`FrameCache.update_with_edge`, zero-padded at the end of the audio as
+        :func:`~ser_edge.runtime.features.extract` pads a window's or a clip's end); the state
+        itself is not advanced over them: they are computed properly once their audio has
         arrived. (A model that reads its last step weighs these frames heavily: without them
         the labels agree with the window mode's on 64 % of hops instead of 99 %.)
         -> ``(logits (C,), perf_counter after the features)``."""
-        cfg, hl = self.cfg, self.cfg.hop_length
-        first, newest = self._frames.n_frames, self.total // hl  # frames [first, newest] incomplete
-        if newest < first:
+        if not len(mel):
             return self._logits[i], time.perf_counter()
-        count = newest - first + 1
-        start = self.total - len(y)  # stream sample of y[0]
-        a = max((first - frames_per_side(cfg)) * hl, -(-start // hl) * hl)  # on the frame grid
-        mel, chroma = frame_spectra(y[a - start:], first - a // hl, count, cfg)
-        feats = self._causal(mel, chroma, first)
+        feats = self._causal(mel, chroma, self._frames.n_frames)
         t1 = time.perf_counter()
         state = (self._state[0][:, i:i + 1], self._state[1][:, i:i + 1])
         logits, _ = self._steps.step(feats[None], state)

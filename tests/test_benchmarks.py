@@ -249,15 +249,17 @@ def test_smoke_run_writes_every_section(tiny_export, tmp_path):
     assert "48 kHz stereo WAVs" in proc.stdout and "WAV → label, 44.1 kHz stereo" in proc.stdout
 
     stream = {r["model"]: r for r in res["streaming"]["rows"]}
-    uni = "unidirectional LSTM (stream-lstm-ravdess.npz, numpy)"  # the stateful mode's model
-    assert set(stream) == {name for name, r in e2e.items() if r["kind"] == "runtime"} | {uni}
-    assert stream[uni]["mode"] == "stateful"
+    uni = {"unidirectional LSTM (stream-lstm-ravdess.npz, numpy)",  # the stateful mode's models
+           "unidirectional LSTM (stream-lstm-ravdess.int8.onnx, onnxruntime int8)"}
+    assert set(stream) == {name for name, r in e2e.items() if r["kind"] == "runtime"} | uni
+    assert all(stream[name]["mode"] == "stateful" for name in uni)
     for r in stream.values():
         assert r["window_cpu_ms_per_audio_s"] > 0 and r["mode_cpu_ms_per_audio_s"] > 0 and r["hops"] > 0
     assert "Streaming (listen): CPU per second of audio" in proc.stdout
     before = res["streaming"]["before_issue_10"]  # listen at the commit issue 10 measured, from git
     if "error" not in before:
-        assert before["ratio"] > 0 and before["mode_now"] == "stateful"
+        assert len(before["rows"]) == 2
+        assert all(r["ratio"] > 0 and r["mode_now"] == "stateful" for r in before["rows"])
         assert "listen now vs listen when issue 10 was filed" in proc.stdout
     else:
         assert "cannot read commit" in before["error"]

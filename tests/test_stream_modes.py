@@ -21,6 +21,8 @@ from ser_edge.runtime.vad import SpeechGate, gate_measures
 SR = 16000
 #: The tiny LSTM fitted on RAVDESS actors 01-02 (tests/data/make_stream_lstm.py).
 FIXTURE = Path(__file__).parent / "data" / "stream-lstm-ravdess.npz"
+#: The same model as int8 ONNX, with its stateful graph (``.int8.stream.onnx``) beside it.
+FIXTURE_ONNX = FIXTURE.with_name("stream-lstm-ravdess.int8.onnx")
 #: Stateful vs window labels on real speech of other actors: measured 0.98-0.99 (numpy fp32 and
 #: ONNX int8, 2 s windows, 0.5 s hops); the two modes see different context by design (one to
 #: two windows vs one), so they may disagree where the emotion evidence is weak.
@@ -232,11 +234,11 @@ def test_stateful_flush_of_a_short_stream_is_predict(lstm_npz, speech):
     assert (pred.start_s, pred.end_s) == (0.0, 1.25)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    if not FIXTURE.is_file():
-        pytest.skip(f"{FIXTURE} missing (tests/data/make_stream_lstm.py makes it)")
-    return Recognizer.load(FIXTURE)
+@pytest.fixture(scope="module", params=[FIXTURE, FIXTURE_ONNX], ids=["numpy", "onnx-int8"])
+def trained(request):
+    if not request.param.is_file():
+        pytest.skip(f"{request.param} missing (tests/data/make_stream_lstm.py makes it)")
+    return Recognizer.load(request.param)
 
 
 @pytest.mark.slow

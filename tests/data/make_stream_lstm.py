@@ -1,5 +1,7 @@
 """Writes ``stream-lstm-ravdess.npz``: the tiny trained LSTM that tests/test_stream.py uses to
-check that the stateful streaming mode labels real speech like the window mode.
+check that the stateful streaming mode labels real speech like the window mode, and the same
+model as int8 ONNX with its stateful graph (``stream-lstm-ravdess.int8.onnx`` and
+``.int8.stream.onnx``), which the benchmarks stream through onnxruntime.
 
 A random-init model is useless for that check (it gives one or two labels for everything, so
 any two modes "agree"); this one is fitted on 16 RAVDESS clips (actors 01-02, statement 1,
@@ -55,8 +57,11 @@ def main(root: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "c.pt")
         save_checkpoint(ckpt, Checkpoint(mcfg, fcfg, LABELS, model.state_dict(), {"note": "streaming test fixture"}))
-        export_all(ckpt, tmp, formats=("numpy",), gate=False)
-        shutil.copy(os.path.join(tmp, "model.npz"), os.path.join(os.path.dirname(__file__), "stream-lstm-ravdess.npz"))
+        export_all(ckpt, tmp, formats=("numpy", "onnx"), quantize=True, gate=False)
+        here = os.path.dirname(__file__)
+        for src, dst in (("model.npz", "stream-lstm-ravdess.npz"), ("model.int8.onnx", "stream-lstm-ravdess.int8.onnx"),
+                         ("model.int8.stream.onnx", "stream-lstm-ravdess.int8.stream.onnx")):
+            shutil.copy(os.path.join(tmp, src), os.path.join(here, dst))
 
 
 if __name__ == "__main__":
