@@ -473,8 +473,10 @@ def _project_mel(power: np.ndarray, cfg: FeatureConfig, out: np.ndarray) -> None
 
 
 def mel_chroma(y: np.ndarray, cfg: FeatureConfig, with_chroma: bool) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Mel power and chroma of every frame (centre zero padding) from one blocked STFT (the chroma of a frame costs
-    one more small matmul on the power spectrum the mel bands already need, not a second STFT).
+    """Mel power and chroma of every frame (centre zero padding) from one blocked STFT: a
+    frame's chroma costs one more small matmul on the power spectrum its mel bands need, not a
+    second STFT. The one spectral front end of clips (:func:`raw_features`) and streams
+    (:func:`~ser_edge.runtime.frontend.frame_spectra`).
     ``(n_samples,) -> ((n_frames, n_mels), (n_frames, n_chroma) or None)``, float32 (float64
     for input so loud that float32 would overflow); chroma as :func:`chroma_from_power`."""
     n = cfg.n_frames(len(y))
