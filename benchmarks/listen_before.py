@@ -128,6 +128,17 @@ def compare(model: Path, old: Path, new: Path, audio: Path, seconds: float, repe
             "cpu_s": {side: [x["cpu_s"] for x in v] for side, v in runs.items()}}
 
 
+def run(models: List[Path], y: np.ndarray, commit: str = ISSUE_10_BASE, repeat: int = 3) -> List[Dict[str, Any]]:
+    """:func:`compare` for each model on the 16 kHz recording ``y``, the commit's tree and this
+    checkout laid out in a temporary directory. Raises ``SystemExit`` when the commit is absent."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        old, new = old_tree(commit, tmp_path), new_tree(tmp_path)
+        audio = tmp_path / "audio.npy"
+        np.save(audio, y)
+        return [compare(m.resolve(), old, new, audio, len(y) / 16000, repeat) for m in models]
+
+
 def main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("models", nargs="*", type=Path, default=[DEFAULT_MODEL])
@@ -139,12 +150,7 @@ def main(argv: List[str]) -> int:
     args = ap.parse_args(argv)
     y = recording(args.data, args.clips)
     seconds = len(y) / 16000
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        old, new = old_tree(args.commit, tmp_path), new_tree(tmp_path)
-        audio = tmp_path / "audio.npy"
-        np.save(audio, y)
-        rows = [compare(m.resolve(), old, new, audio, seconds, args.repeat) for m in args.models]
+    rows = run(args.models, y, args.commit, args.repeat)
     print(f"**listen now vs listen at {args.commit} (issue 10 filed): CPU per second of audio, 2 s window, "
           f"0.5 s hop, {seconds:.0f} s of real speech, median of {args.repeat}**\n")
     print("| model | before (window recomputed every hop) | now | listen's mode now | ratio | same labels |")

@@ -590,12 +590,7 @@ def listen_before(models: List[Path], waves: List[np.ndarray], repeat: int) -> D
 
     y = np.concatenate([np.asarray(w, dtype=np.float32) for w in waves])
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = Path(tmp)
-            old, new = lb.old_tree(lb.ISSUE_10_BASE, tmp_path), lb.new_tree(tmp_path)
-            audio = tmp_path / "audio.npy"
-            np.save(audio, y)
-            rows = [lb.compare(m, old, new, audio, len(y) / 16000, repeat) for m in models]
+        rows = lb.run(models, y, lb.ISSUE_10_BASE, repeat)
     except (SystemExit, subprocess.CalledProcessError) as e:
         return {"error": str(e)}
     return {"commit": lb.ISSUE_10_BASE, "audio_s": len(y) / 16000, "rows": rows}

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from ser_edge.evaluate import confusion_matrix, uar_from_cm
-from ser_edge.runtime.audio import load_audio
+from ser_edge.runtime.audio import load_audio, peak
 from ser_edge.runtime.recognizer import Recognizer
 
 
@@ -117,7 +117,7 @@ def reverberate(y: np.ndarray, sample_rate: int, rt60_s: float, rng: np.random.G
     rir[0] = 1.0
     m = len(y) + n - 1
     wet = np.fft.irfft(np.fft.rfft(y, 2 * m) * np.fft.rfft(rir, 2 * m), 2 * m)[: len(y)]
-    return (wet * (np.max(np.abs(y)) / max(np.max(np.abs(wet)), 1e-12))).astype(np.float32)
+    return (wet * (peak(y) / max(peak(wet), 1e-12))).astype(np.float32)
 
 
 #: Recording chains other than the training corpus's: ``name -> f(y, sample_rate) -> y`` (each

@@ -104,6 +104,12 @@ def variant_key(cfg: FeatureConfig, copy: str = "") -> str:
     return config_key(cfg) if not copy else json.dumps([config_key(cfg), "copy", copy])
 
 
+def cache_file(cache_dir: Optional[str], path: str, cfg: FeatureConfig, copy: str = "") -> Optional[str]:
+    """Where the features of ``path`` (or of its training copy ``copy``) are, or would be,
+    cached under ``cache_dir``; ``None`` without a cache dir."""
+    return os.path.join(cache_dir, cache_key(path, variant_key(cfg, copy)) + ".npy") if cache_dir else None
+
+
 def compute_features(path: str, cfg: FeatureConfig, cache_dir: Optional[str] = None,
                      copy: str = "") -> Tuple[np.ndarray, bool]:
     """Raw features of one file (or of its training copy ``copy``, see
@@ -112,7 +118,7 @@ def compute_features(path: str, cfg: FeatureConfig, cache_dir: Optional[str] = N
 
     Raises :class:`AudioError` for an unreadable, too short or silent file (the runtime's checks).
     """
-    file = os.path.join(cache_dir, cache_key(path, variant_key(cfg, copy)) + ".npy") if cache_dir else None
+    file = cache_file(cache_dir, path, cfg, copy)
     if file is not None:
         cached = _read_cached(file, cfg.n_features)
         if cached is not None:
@@ -156,9 +162,7 @@ class FeatureStore:
 
     def cache_file(self, utt: Utterance, copy: str = "") -> Optional[str]:
         """Where ``utt``'s features are (or would be) cached; ``None`` without a cache dir."""
-        if self.cache_dir is None:
-            return None
-        return os.path.join(self.cache_dir, cache_key(utt.path, variant_key(self.cfg, copy)) + ".npy")
+        return cache_file(self.cache_dir, utt.path, self.cfg, copy)
 
     def waveform(self, utt: Utterance) -> np.ndarray:
         """``(n_samples,) float32`` at ``cfg.sample_rate``, memoised. Raises :class:`AudioError`."""
@@ -227,4 +231,4 @@ class FeatureStore:
         return errors
 
 
-__all__ = ["FeatureStore", "cache_key", "compute_features", "config_key", "variant_key"]
+__all__ = ["FeatureStore", "cache_file", "cache_key", "compute_features", "config_key", "variant_key"]
